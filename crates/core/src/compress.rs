@@ -1,0 +1,255 @@
+//! The compressors of a binary cache: zstd, xz and none.
+//!
+//! Both real compressors always run their multi-threaded encoder with a
+//! fixed block (xz) or job (zstd) size. Their output then depends only on
+//! the input and the level, never on the number of threads, so caches are
+//! byte-identical whatever `--jobs` and the machine's core count.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::str::FromStr;
+
+use liblzma::stream::{Check, MtStreamBuilder};
+use liblzma::write::XzEncoder;
+use thiserror::Error;
+use zstd::zstd_safe::CParameter;
+
+/// xz's own default block size for presets 6 to 9 (3 × the 8 MiB
+/// dictionary), fixed so that it does not vary with the preset or threads.
+const XZ_BLOCK_SIZE: u64 = 24 << 20;
+/// zstd's default job size at level 3 (4 × its 2 MiB window), fixed.
+const ZSTD_JOB_SIZE: u32 = 8 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Xz,
+    Zstd,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CompressionError {
+    #[error("unknown compression {0:?} (expected zstd, xz or none)")]
+    Unknown(String),
+    #[error("compression level {level} is out of range for {compression} ({min} to {max})")]
+    LevelOutOfRange {
+        compression: Compression,
+        level: i32,
+        min: i32,
+        max: i32,
+    },
+    #[error("compression none takes no level")]
+    LevelForNone,
+}
+
+impl Compression {
+    /// The name used in narinfo `Compression:` lines and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The file name extension of a NAR compressed this way, as Nix names it.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => ".nar",
+            Compression::Xz => ".nar.xz",
+            Compression::Zstd => ".nar.zst",
+        }
+    }
+
+    /// The level used when none is given: xz's and zstd's own defaults
+    /// (Nix's xz preset is 6 as well).
+    pub fn default_level(self) -> i32 {
+        match self {
+            Compression::None => 0,
+            Compression::Xz => 6,
+            Compression::Zstd => 3,
+        }
+    }
+
+    /// Checks a level given by the user, or picks the default.
+    pub fn level(self, level: Option<i32>) -> Result<i32, CompressionError> {
+        let Some(level) = level else {
+            return Ok(self.default_level());
+        };
+        let (min, max) = match self {
+            Compression::None => return Err(CompressionError::LevelForNone),
+            Compression::Xz => (0, 9),
+            Compression::Zstd => (1, 22),
+        };
+        if (min..=max).contains(&level) {
+            Ok(level)
+        } else {
+            Err(CompressionError::LevelOutOfRange {
+                compression: self,
+                level,
+                min,
+                max,
+            })
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Compression {
+    type Err = CompressionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Compression::None),
+            "xz" => Ok(Compression::Xz),
+            "zstd" => Ok(Compression::Zstd),
+            _ => Err(CompressionError::Unknown(s.to_owned())),
+        }
+    }
+}
+
+/// A compressing writer; `finish` flushes the compressor's trailer and
+/// gives back the inner writer.
+pub enum Encoder<W: Write> {
+    None(W),
+    Xz(XzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    /// `level` must come from [`Compression::level`]; `threads` is how many
+    /// worker threads the compressor may use for this one stream.
+    pub fn new(compression: Compression, level: i32, threads: u32, inner: W) -> io::Result<Self> {
+        let threads = threads.max(1);
+        Ok(match compression {
+            Compression::None => Encoder::None(inner),
+            Compression::Xz => {
+                let stream = MtStreamBuilder::new()
+                    .preset(level as u32)
+                    .threads(threads)
+                    .block_size(XZ_BLOCK_SIZE)
+                    .check(Check::Crc64)
+                    .encoder()
+                    .map_err(io::Error::other)?;
+                Encoder::Xz(XzEncoder::new_stream(inner, stream))
+            }
+            Compression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
+                enc.multithread(threads)?;
+                enc.set_parameter(CParameter::JobSize(ZSTD_JOB_SIZE))?;
+                enc.include_checksum(true)?;
+                Encoder::Zstd(enc)
+            }
+        })
+    }
+
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::None(w) => Ok(w),
+            Encoder::Xz(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::None(w) => w.write(buf),
+            Encoder::Xz(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::None(w) => w.flush(),
+            Encoder::Xz(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn sample() -> Vec<u8> {
+        // Longer than one zstd job and one xz block, so that several workers
+        // really take part; built from a few pseudo-random pages so that
+        // it compresses quickly but not trivially.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let pages: Vec<Vec<u8>> = (0..16)
+            .map(|_| {
+                (0..4096)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        (0..(26usize << 20) / 4096)
+            .flat_map(|i| pages[(i * 7 + i / 5) % 16].iter().copied())
+            .collect()
+    }
+
+    fn compress(c: Compression, threads: u32, data: &[u8]) -> Vec<u8> {
+        let mut enc = Encoder::new(c, c.default_level(), threads, Vec::new()).unwrap();
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn round_trips_and_is_independent_of_threads() {
+        let data = sample();
+        for c in [Compression::Xz, Compression::Zstd] {
+            let one = compress(c, 1, &data);
+            let two = compress(c, 2, &data);
+            assert!(one == two, "{c}: output differs between 1 and 2 threads");
+            assert!(one.len() < data.len() / 2, "{c}: did not compress");
+            let mut back = Vec::new();
+            match c {
+                Compression::Xz => {
+                    liblzma::read::XzDecoder::new_multi_decoder(&one[..])
+                        .read_to_end(&mut back)
+                        .unwrap();
+                }
+                _ => {
+                    zstd::stream::read::Decoder::new(&one[..])
+                        .unwrap()
+                        .read_to_end(&mut back)
+                        .unwrap();
+                }
+            }
+            assert!(back == data, "{c}: round trip changed the data");
+        }
+        assert_eq!(compress(Compression::None, 2, b"abc"), b"abc");
+    }
+
+    #[test]
+    fn names_and_levels() {
+        assert_eq!(
+            "zstd".parse::<Compression>().unwrap().extension(),
+            ".nar.zst"
+        );
+        assert_eq!("xz".parse::<Compression>().unwrap().extension(), ".nar.xz");
+        assert_eq!("none".parse::<Compression>().unwrap().extension(), ".nar");
+        assert!("bzip2".parse::<Compression>().is_err());
+        assert_eq!(Compression::Xz.level(None), Ok(6));
+        assert_eq!(Compression::Zstd.level(Some(19)), Ok(19));
+        assert!(Compression::Xz.level(Some(10)).is_err());
+        assert!(Compression::Zstd.level(Some(0)).is_err());
+        assert_eq!(
+            Compression::None.level(Some(1)),
+            Err(CompressionError::LevelForNone)
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! NAR (Nix ARchive) serialisation of a file system tree, byte-identical to
+//! `nix-store --dump` (NixOS/nix src/libutil/archive.cc).
+//!
+//! The tree is walked once and streamed into a writer: file contents are
+//! copied through a fixed buffer, so memory does not grow with file sizes.
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+const COPY_BUFFER: usize = 256 * 1024;
+
+#[derive(Debug, Error)]
+pub enum NarError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: cannot archive a {kind}; a store path may hold only regular files, directories and symlinks", path.display())]
+    UnsupportedFileType { path: PathBuf, kind: &'static str },
+    #[error("{}: file changed while being read (expected {expected} bytes, got {actual})", path.display())]
+    FileChanged {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("writing the NAR: {0}")]
+    Write(#[source] io::Error),
+}
+
+/// Writes the NAR serialisation of `path` (not following a symlink at
+/// `path` itself) into `out`.
+pub fn dump<W: Write>(path: &Path, out: &mut W) -> Result<(), NarError> {
+    let mut dumper = Dumper {
+        out,
+        buf: vec![0; COPY_BUFFER],
+    };
+    dumper.token(b"nix-archive-1")?;
+    let meta = lstat(path)?;
+    dumper.node(path, &meta)
+}
+
+struct Dumper<'a, W> {
+    out: &'a mut W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Dumper<'_, W> {
+    fn node(&mut self, path: &Path, meta: &Metadata) -> Result<(), NarError> {
+        self.tokens(&[b"(", b"type"])?;
+        let ft = meta.file_type();
+        if ft.is_file() {
+            self.regular(path)?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(path).map_err(|e| read_error(path, e))?;
+            self.tokens(&[b"symlink", b"target", target.as_os_str().as_bytes()])?;
+        } else if ft.is_dir() {
+            self.directory(path)?;
+        } else {
+            return Err(NarError::UnsupportedFileType {
+                path: path.to_owned(),
+                kind: kind_name(&ft),
+            });
+        }
+        self.token(b")")
+    }
+
+    fn regular(&mut self, path: &Path) -> Result<(), NarError> {
+        // Size and mode come from the open file, not from an earlier lstat,
+        // so that the header matches the bytes we then read.
+        let mut file = File::open(path).map_err(|e| read_error(path, e))?;
+        let meta = file.metadata().map_err(|e| read_error(path, e))?;
+        self.token(b"regular")?;
+        if meta.permissions().mode() & 0o100 != 0 {
+            self.tokens(&[b"executable", b""])?;
+        }
+        self.token(b"contents")?;
+        let expected = meta.len();
+        self.write(&expected.to_le_bytes())?;
+        let mut copied = 0u64;
+        loop {
+            let n = match file.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_error(path, e)),
+            };
+            copied += n as u64;
+            if copied > expected {
+                break;
+            }
+            self.out
+                .write_all(&self.buf[..n])
+                .map_err(NarError::Write)?;
+        }
+        if copied != expected {
+            return Err(NarError::FileChanged {
+                path: path.to_owned(),
+                expected,
+                actual: copied,
+            });
+        }
+        self.padding(expected)
+    }
+
+    fn directory(&mut self, path: &Path) -> Result<(), NarError> {
+        self.token(b"directory")?;
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path).map_err(|e| read_error(path, e))? {
+            let entry = entry.map_err(|e| read_error(path, e))?;
+            names.push(entry.file_name());
+        }
+        // Nix sorts entries by their raw bytes.
+        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let child = path.join(&name);
+            let meta = lstat(&child)?;
+            self.tokens(&[b"entry", b"(", b"name", name.as_bytes(), b"node"])?;
+            self.node(&child, &meta)?;
+            self.token(b")")?;
+        }
+        Ok(())
+    }
+
+    fn tokens(&mut self, tokens: &[&[u8]]) -> Result<(), NarError> {
+        tokens.iter().try_for_each(|t| self.token(t))
+    }
+
+    /// A NAR string: u64 little-endian length, the bytes, zero padding to a
+    /// multiple of eight.
+    fn token(&mut self, bytes: &[u8]) -> Result<(), NarError> {
+        self.write(&(bytes.len() as u64).to_le_bytes())?;
+        self.write(bytes)?;
+        self.padding(bytes.len() as u64)
+    }
+
+    fn padding(&mut self, len: u64) -> Result<(), NarError> {
+        let pad = (8 - len % 8) % 8;
+        self.write(&[0u8; 8][..pad as usize])
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), NarError> {
+        self.out.write_all(bytes).map_err(NarError::Write)
+    }
+}
+
+fn lstat(path: &Path) -> Result<Metadata, NarError> {
+    fs::symlink_metadata(path).map_err(|e| read_error(path, e))
+}
+
+fn read_error(path: &Path, source: io::Error) -> NarError {
+    NarError::Read {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn kind_name(ft: &fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// The NAR grammar spelled out by hand, independent of the writer.
+    fn s(bytes: &[u8]) -> Vec<u8> {
+        let mut v = (bytes.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(bytes);
+        v.resize(v.len() + (8 - bytes.len() % 8) % 8, 0);
+        v
+    }
+
+    fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    fn regular(contents: &[u8], exec: bool) -> Vec<u8> {
+        let mut v = cat(&[s(b"("), s(b"type"), s(b"regular")]);
+        if exec {
+            v.extend(cat(&[s(b"executable"), s(b"")]));
+        }
+        v.extend(cat(&[s(b"contents"), s(contents), s(b")")]));
+        v
+    }
+
+    fn entry(name: &[u8], node: Vec<u8>) -> Vec<u8> {
+        cat(&[
+            s(b"entry"),
+            s(b"("),
+            s(b"name"),
+            s(name),
+            s(b"node"),
+            node,
+            s(b")"),
+        ])
+    }
+
+    fn dump_vec(path: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        dump(path, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn single_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"hello").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            dump_vec(&f),
+            cat(&[s(b"nix-archive-1"), regular(b"hello", false)])
+        );
+        // Only the owner's execute bit counts.
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o655)).unwrap();
+        assert_eq!(
+            dump_vec(&f),
+            cat(&[s(b"nix-archive-1"), regular(b"hello", false)])
+        );
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o744)).unwrap();
+        assert_eq!(
+            dump_vec(&f),
+            cat(&[s(b"nix-archive-1"), regular(b"hello", true)])
+        );
+    }
+
+    #[test]
+    fn tree_with_sorted_raw_byte_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        fs::create_dir(root.join("empty")).unwrap();
+        fs::write(root.join("B"), b"").unwrap();
+        fs::write(root.join("a b"), b"12345678").unwrap();
+        let non_utf8 = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+        fs::write(root.join(non_utf8), b"x").unwrap();
+        fs::write(root.join("é"), b"").unwrap();
+        symlink("../nowhere", root.join("dangling")).unwrap();
+        for p in ["B", "a b", "é"] {
+            fs::set_permissions(root.join(p), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        fs::set_permissions(root.join(non_utf8), fs::Permissions::from_mode(0o755)).unwrap();
+
+        let symlink_node = cat(&[
+            s(b"("),
+            s(b"type"),
+            s(b"symlink"),
+            s(b"target"),
+            s(b"../nowhere"),
+            s(b")"),
+        ]);
+        let empty_dir = cat(&[s(b"("), s(b"type"), s(b"directory"), s(b")")]);
+        // Byte order: "B" < "a b" < "dangling" < "empty" < "é" (0xc3) < 0xff.
+        let expected = cat(&[
+            s(b"nix-archive-1"),
+            s(b"("),
+            s(b"type"),
+            s(b"directory"),
+            entry(b"B", regular(b"", false)),
+            entry(b"a b", regular(b"12345678", false)),
+            entry(b"dangling", symlink_node),
+            entry(b"empty", empty_dir),
+            entry("é".as_bytes(), regular(b"", false)),
+            entry(b"\xff\xfe", regular(b"x", true)),
+            s(b")"),
+        ]);
+        assert_eq!(dump_vec(&root), expected);
+    }
+
+    #[test]
+    fn symlink_at_top_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        symlink("/etc/passwd", &link).unwrap();
+        let expected = cat(&[
+            s(b"nix-archive-1"),
+            s(b"("),
+            s(b"type"),
+            s(b"symlink"),
+            s(b"target"),
+            s(b"/etc/passwd"),
+            s(b")"),
+        ]);
+        assert_eq!(dump_vec(&link), expected);
+    }
+
+    #[test]
+    fn refuses_fifo_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = dump(dir.path(), &mut Vec::new()).unwrap_err();
+        assert!(matches!(
+            err,
+            NarError::UnsupportedFileType { kind: "FIFO", .. }
+        ));
+        assert!(err.to_string().contains("pipe"), "{err}");
+    }
+
+    #[test]
+    fn missing_path_names_it() {
+        let err = dump(Path::new("/nonexistent/narcache"), &mut Vec::new()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("/nonexistent/narcache: "),
+            "{err}"
+        );
+    }
+}

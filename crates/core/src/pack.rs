@@ -1,0 +1,353 @@
+//! Packing one store path into a binary cache's `nar/` directory: a single
+//! streaming pass NAR → SHA-256 → compressor → SHA-256 → file, so that the
+//! uncompressed NAR never touches the disk and each input file is read once.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use crate::compress::{Compression, Encoder};
+use crate::digest::{HashWriter, Sha256Hash};
+use crate::nar::{self, NarError};
+use crate::nix32;
+
+const WRITE_BUFFER: usize = 1 << 20;
+/// Prefix of the names under which NARs are written before they are
+/// complete; nothing in a cache ever points at such a file.
+pub const TEMP_PREFIX: &str = ".tmp-narcache-";
+
+#[derive(Clone, Debug)]
+pub struct PackOptions {
+    pub compression: Compression,
+    /// A level checked by [`Compression::level`].
+    pub level: i32,
+    /// Worker threads the compressor may use for this path.
+    pub threads: u32,
+    /// What the store's database says the NAR must be; on a mismatch the
+    /// path is refused and nothing is left in the cache.
+    pub expected: Option<NarIdentity>,
+    pub progress: Option<Progress>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NarIdentity {
+    pub hash: Sha256Hash,
+    pub size: u64,
+}
+
+/// Running byte counts that another thread may read while packing goes on.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    pub nar_bytes: Arc<AtomicU64>,
+    pub file_bytes: Arc<AtomicU64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packed {
+    pub nar: NarIdentity,
+    pub file_hash: Sha256Hash,
+    pub file_size: u64,
+    /// The file's name inside `nar/`: `<nix32 file hash><extension>`.
+    pub file_name: String,
+}
+
+#[derive(Debug, Error)]
+pub enum PackError {
+    #[error(transparent)]
+    Nar(NarError),
+    #[error("{}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error(
+        "{}: NAR does not match the store's record (expected sha256:{} with {} bytes, got sha256:{} with {} bytes); the store is corrupt",
+        path.display(), nix32::encode(&expected.hash), expected.size, nix32::encode(&actual.hash), actual.size
+    )]
+    Mismatch {
+        path: PathBuf,
+        expected: NarIdentity,
+        actual: NarIdentity,
+    },
+}
+
+/// Serialises `source` as a NAR, compresses it into `nar_dir` under a
+/// temporary name and renames it to its final, content-addressed name once
+/// it is complete and on disk.
+pub fn pack(source: &Path, nar_dir: &Path, options: &PackOptions) -> Result<Packed, PackError> {
+    let temp = TempFile::create(nar_dir)?;
+    let write_error = |source| PackError::Write {
+        path: temp.path.clone(),
+        source,
+    };
+    let counter =
+        |pick: fn(&Progress) -> &Arc<AtomicU64>| options.progress.as_ref().map(pick).cloned();
+    let nar_counter = counter(|p| &p.nar_bytes);
+    let file_counter = counter(|p| &p.file_bytes);
+    let sink = BufWriter::with_capacity(WRITE_BUFFER, &temp.file);
+
+    let (nar, file_hash, file_size) = match options.compression {
+        // The file is the NAR itself: hash it once.
+        Compression::None => {
+            let counters = [nar_counter, file_counter].into_iter().flatten().collect();
+            let (sink, nar) = write_nar(source, sink, counters, &temp.path)?;
+            sink.into_inner().map_err(|e| write_error(e.into_error()))?;
+            (nar, nar.hash, nar.size)
+        }
+        compression => {
+            let hashed = HashWriter::new(sink).with_progress(file_counter.into_iter().collect());
+            let encoder = Encoder::new(compression, options.level, options.threads, hashed)
+                .map_err(write_error)?;
+            let (encoder, nar) = write_nar(
+                source,
+                encoder,
+                nar_counter.into_iter().collect(),
+                &temp.path,
+            )?;
+            check_expected(source, options, nar)?;
+            let hashed = encoder.finish().map_err(write_error)?;
+            let (sink, file_hash, file_size) = hashed.finish();
+            sink.into_inner().map_err(|e| write_error(e.into_error()))?;
+            (nar, file_hash, file_size)
+        }
+    };
+    check_expected(source, options, nar)?;
+
+    let file_name = format!(
+        "{}{}",
+        nix32::encode(&file_hash),
+        options.compression.extension()
+    );
+    temp.persist(&nar_dir.join(&file_name))?;
+    Ok(Packed {
+        nar,
+        file_hash,
+        file_size,
+        file_name,
+    })
+}
+
+fn write_nar<W: Write>(
+    source: &Path,
+    sink: W,
+    counters: Vec<Arc<AtomicU64>>,
+    temp_path: &Path,
+) -> Result<(W, NarIdentity), PackError> {
+    let mut hashed = HashWriter::new(sink).with_progress(counters);
+    nar::dump(source, &mut hashed).map_err(|e| match e {
+        NarError::Write(source) => PackError::Write {
+            path: temp_path.to_owned(),
+            source,
+        },
+        other => PackError::Nar(other),
+    })?;
+    let (sink, hash, size) = hashed.finish();
+    Ok((sink, NarIdentity { hash, size }))
+}
+
+fn check_expected(
+    source: &Path,
+    options: &PackOptions,
+    actual: NarIdentity,
+) -> Result<(), PackError> {
+    match options.expected {
+        Some(expected) if expected != actual => Err(PackError::Mismatch {
+            path: source.to_owned(),
+            expected,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A file created under a unique temporary name, removed on drop unless it
+/// was persisted.
+struct TempFile {
+    path: PathBuf,
+    file: File,
+    persisted: bool,
+}
+
+impl TempFile {
+    fn create(dir: &Path) -> Result<Self, PackError> {
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{TEMP_PREFIX}{}-{seq}-{nanos}", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|source| PackError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            path,
+            file,
+            persisted: false,
+        })
+    }
+
+    /// Makes the data durable, then gives the file its final name, so that
+    /// a crash never leaves a short file under a name a narinfo points to.
+    fn persist(mut self, target: &Path) -> Result<(), PackError> {
+        let result = self
+            .file
+            .sync_all()
+            .and_then(|()| fs::rename(&self.path, target));
+        result.map_err(|source| PackError::Write {
+            path: target.to_owned(),
+            source,
+        })?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn options(compression: Compression) -> PackOptions {
+        PackOptions {
+            compression,
+            level: compression.default_level(),
+            threads: 2,
+            expected: None,
+            progress: Some(Progress::default()),
+        }
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("bin")).unwrap();
+        fs::write(dir.path().join("bin/tool"), vec![7u8; 300_000]).unwrap();
+        fs::write(dir.path().join("README"), b"narcache test tree\n").unwrap();
+        dir
+    }
+
+    fn dir_entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn every_compression_yields_the_nar_and_right_hashes() {
+        let src = tree();
+        let mut reference = Vec::new();
+        nar::dump(src.path(), &mut reference).unwrap();
+        let (_, nar_hash, nar_size) = {
+            let mut w = HashWriter::new(io::sink());
+            w.write_all(&reference).unwrap();
+            w.finish()
+        };
+        for compression in [Compression::None, Compression::Xz, Compression::Zstd] {
+            let out = tempfile::tempdir().unwrap();
+            let opts = options(compression);
+            let packed = pack(src.path(), out.path(), &opts).unwrap();
+            assert_eq!(
+                packed.nar,
+                NarIdentity {
+                    hash: nar_hash,
+                    size: nar_size
+                }
+            );
+            assert_eq!(dir_entries(out.path()), vec![packed.file_name.clone()]);
+            let file = fs::read(out.path().join(&packed.file_name)).unwrap();
+            let (_, file_hash, file_size) = {
+                let mut w = HashWriter::new(io::sink());
+                w.write_all(&file).unwrap();
+                w.finish()
+            };
+            assert_eq!((packed.file_hash, packed.file_size), (file_hash, file_size));
+            assert_eq!(
+                packed.file_name,
+                format!("{}{}", nix32::encode(&file_hash), compression.extension())
+            );
+            let mut nar_back = Vec::new();
+            match compression {
+                Compression::None => nar_back = file.clone(),
+                Compression::Xz => {
+                    liblzma::read::XzDecoder::new(&file[..])
+                        .read_to_end(&mut nar_back)
+                        .unwrap();
+                }
+                Compression::Zstd => {
+                    zstd::stream::read::Decoder::new(&file[..])
+                        .unwrap()
+                        .read_to_end(&mut nar_back)
+                        .unwrap();
+                }
+            }
+            assert!(nar_back == reference, "{compression}: NAR differs");
+            let progress = opts.progress.unwrap();
+            assert_eq!(progress.nar_bytes.load(Ordering::Relaxed), nar_size);
+            assert_eq!(progress.file_bytes.load(Ordering::Relaxed), file_size);
+        }
+    }
+
+    #[test]
+    fn mismatch_leaves_nothing_behind() {
+        let src = tree();
+        let out = tempfile::tempdir().unwrap();
+        for compression in [Compression::None, Compression::Zstd] {
+            let mut opts = options(compression);
+            opts.expected = Some(NarIdentity {
+                hash: [0; 32],
+                size: 1,
+            });
+            let err = pack(src.path(), out.path(), &opts).unwrap_err();
+            assert!(matches!(err, PackError::Mismatch { .. }));
+            assert!(err.to_string().contains("the store is corrupt"), "{err}");
+            assert!(dir_entries(out.path()).is_empty());
+        }
+    }
+
+    #[test]
+    fn unreadable_source_leaves_nothing_behind() {
+        let out = tempfile::tempdir().unwrap();
+        let err = pack(
+            Path::new("/nonexistent/x"),
+            out.path(),
+            &options(Compression::Xz),
+        )
+        .unwrap_err();
+        assert!(matches!(err, PackError::Nar(_)));
+        assert!(dir_entries(out.path()).is_empty());
+    }
+
+    #[test]
+    fn missing_destination_is_a_write_error() {
+        let src = tree();
+        let err = pack(
+            src.path(),
+            Path::new("/nonexistent/nar"),
+            &options(Compression::Zstd),
+        )
+        .unwrap_err();
+        assert!(matches!(err, PackError::Write { .. }));
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/nar/.tmp-narcache-"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,88 @@
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { NarcacheError } from '../errors';
+import type { Destination } from './destination';
+
+/** Names of files being written; never referenced by anything in a cache. */
+export const TEMP_PREFIX = '.tmp-narcache-';
+
+/**
+ * The directories Nix may try to create when it opens a file:// cache;
+ * present in advance, they let a cache be used from a read-only mount.
+ */
+const LAYOUT_DIRS = ['nar', 'realisations', 'log', 'debuginfo', 'build-trace-v2'];
+
+/** A flat-file binary cache in a local directory, as `file://` reads it. */
+export class DirectoryDestination implements Destination {
+  readonly location: string;
+  readonly packRoot: string;
+
+  constructor(dir: string) {
+    this.location = path.resolve(dir);
+    this.packRoot = this.location;
+  }
+
+  async open(storeDir: string): Promise<void> {
+    for (const sub of ['', ...LAYOUT_DIRS]) {
+      await fs.mkdir(path.join(this.location, sub), { recursive: true }).catch(writeError);
+    }
+    const infoPath = path.join(this.location, 'nix-cache-info');
+    const existing = await fs.readFile(infoPath, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return undefined;
+      throw writeError(e);
+    });
+    if (existing === undefined) {
+      await writeFileAtomic(infoPath, `StoreDir: ${storeDir}\n`);
+      return;
+    }
+    const cacheStoreDir = /^StoreDir: (.*)$/m.exec(existing)?.[1];
+    if (cacheStoreDir !== undefined && cacheStoreDir !== storeDir) {
+      throw new NarcacheError(`${this.location} is a cache for store ${cacheStoreDir}, not ${storeDir}`);
+    }
+  }
+
+  async hasNarinfo(hashPart: string): Promise<boolean> {
+    return fs.access(this.narinfoPath(hashPart)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  async writeNarinfo(hashPart: string, text: string): Promise<void> {
+    await writeFileAtomic(this.narinfoPath(hashPart), text);
+  }
+
+  private narinfoPath(hashPart: string): string {
+    return path.join(this.location, `${hashPart}.narinfo`);
+  }
+}
+
+/**
+ * Writes `text` under a temporary name beside `target`, makes it durable,
+ * then renames it into place.
+ */
+export async function writeFileAtomic(target: string, text: string): Promise<void> {
+  const temp = path.join(
+    path.dirname(target),
+    `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`,
+  );
+  try {
+    const handle = await fs.open(temp, 'wx', 0o644);
+    try {
+      await handle.writeFile(text);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(temp, target);
+  } catch (e) {
+    await fs.rm(temp, { force: true }).catch(() => undefined);
+    throw writeError(e as NodeJS.ErrnoException);
+  }
+}
+
+/** A failed file system call as one line: the path and the system's reason. */
+function writeError(e: NodeJS.ErrnoException): never {
+  const reason = e.message.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/, '');
+  throw new NarcacheError(`cannot write ${e.path ?? 'the cache'}: ${reason}`);
+}
