@@ -10,6 +10,13 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
+ * The size of the pieces the compressor's workers take in parallel (xz
+ * block, zstd job), or 0 for `none`: a path of `n` NAR bytes can use at
+ * most `ceil(n / chunkSize)` threads.
+ */
+export declare function compressionChunkSize(compression: string): number
+
+/**
  * The bytes of a nix32 string; throws on a character outside Nix's
  * alphabet or a length no byte string encodes to.
  */

@@ -2,11 +2,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Closure, PathInfo } from './closure';
 import { NarcacheError } from './errors';
-import { packProgress } from './native';
+import { compressionChunkSize, packProgress } from './native';
+import { runWithBudget } from './schedule';
 import { formatNarinfo, narinfoFor } from './narinfo';
 import { packPath, type Compression } from './pack';
 import { plan } from './plan';
 import { DirectoryDestination } from './publish/directory';
+import { signNarinfo, type SecretKey } from './signing';
 import type { Destination } from './publish/destination';
 import { closureFromNix } from './sources/nix';
 import { DEFAULT_STORE_DIR, hashPart } from './store-path';
@@ -14,10 +16,15 @@ import { DEFAULT_STORE_DIR, hashPart } from './store-path';
 export interface WriteOptions {
   compression?: Compression;
   level?: number;
-  /** Paths packed at once (default: the CPU count). */
+  /**
+   * Threads for packing (default: the CPU count): that many paths at once,
+   * or fewer when a large path uses several compressor threads.
+   */
   jobs?: number;
   /** Where the store's files are, if not at the closure's store directory. */
   storeRoot?: string;
+  /** Each narinfo written carries one signature per key, besides those the store holds. */
+  signKeys?: SecretKey[];
   onProgress?: (progress: BuildProgress) => void;
 }
 
@@ -62,7 +69,7 @@ export async function buildCache(options: BuildOptions): Promise<BuildSummary> {
 
 /**
  * Writes every path of `closure` that `dest` lacks: NARs packed in
- * parallel, largest first; each narinfo published only once its NAR is
+ * parallel, largest first, large ones on several threads; each narinfo published only once its NAR is
  * complete and the narinfos of all its references are there, so that the
  * narinfos present always form a closed set, even after an interruption.
  */
@@ -116,28 +123,29 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   };
 
   let failure: unknown;
-  const queue = [...todo];
-  const worker = async () => {
-    for (let info = queue.shift(); info && failure === undefined; info = queue.shift()) {
-      try {
-        const source = path.join(storeRoot, path.posix.relative(closure.storeDir, info.path));
-        const file = await packPath(source, dest.packRoot, {
-          compression,
-          level: options.level,
-          expected: { narHash: info.narHash, narSize: info.narSize },
-        });
-        fileBytes += file.fileSize;
-        waiting.set(info.path, { info, text: formatNarinfo(narinfoFor(info, file)), fileSize: file.fileSize });
-        publishing = publishing.then(publishReady);
-        await publishing;
-      } catch (e) {
-        failure ??= e;
-      }
+  const chunk = compressionChunkSize(compression);
+  // A path can keep as many compressor threads busy as it has chunks.
+  const weightOf = (info: PathInfo) => (chunk ? Math.ceil(info.narSize / chunk) : 1);
+  const packOne = async (info: PathInfo, threads: number) => {
+    try {
+      const source = path.join(storeRoot, path.posix.relative(closure.storeDir, info.path));
+      const file = await packPath(source, dest.packRoot, {
+        compression,
+        level: options.level,
+        threads,
+        expected: { narHash: info.narHash, narSize: info.narSize },
+      });
+      fileBytes += file.fileSize;
+      waiting.set(info.path, { info, text: formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? [])), fileSize: file.fileSize });
+      publishing = publishing.then(publishReady);
+      await publishing;
+    } catch (e) {
+      failure ??= e;
     }
   };
   const timer = options.onProgress ? setInterval(() => report(), PROGRESS_INTERVAL_MS) : undefined;
   try {
-    await Promise.all(Array.from({ length: Math.min(jobs, todo.length) }, worker));
+    await runWithBudget(todo, jobs, weightOf, packOne, () => failure !== undefined);
   } finally {
     clearInterval(timer);
   }

@@ -37,7 +37,7 @@ program
       .default('zstd'),
   )
   .option('-l, --level <n>', 'compression level: xz 0-9 (default 6), zstd 1-22 (default 3)', integer(0))
-  .option('-j, --jobs <n>', 'store paths packed at once (default: the CPU count)', integer(1))
+  .option('-j, --jobs <n>', 'threads for packing: paths packed at once, a large path taking several (default: the CPU count)', integer(1))
   .option('--json', 'print a JSON summary on stdout instead of the text summary')
   .action(async (paths: string[], opts: { output: string; compression: Compression; level?: number; jobs?: number; json?: boolean }) => {
     const reporter = progressReporter(process.stderr);

@@ -61,6 +61,17 @@ impl Compression {
         }
     }
 
+    /// The size of the pieces that the encoder's workers compress in
+    /// parallel: a stream of `n` bytes keeps at most `n / chunk` workers
+    /// busy. `None` for no compression, which has no workers.
+    pub fn chunk_size(self) -> Option<u64> {
+        match self {
+            Compression::None => None,
+            Compression::Xz => Some(XZ_BLOCK_SIZE),
+            Compression::Zstd => Some(u64::from(ZSTD_JOB_SIZE)),
+        }
+    }
+
     /// The level used when none is given: xz's and zstd's own defaults
     /// (Nix's xz preset is 6 as well).
     pub fn default_level(self) -> i32 {

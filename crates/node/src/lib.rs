@@ -90,6 +90,15 @@ pub fn pack<'env>(
     Ok(promise)
 }
 
+/// The size of the pieces the compressor's workers take in parallel (xz
+/// block, zstd job), or 0 for `none`: a path of `n` NAR bytes can use at
+/// most `ceil(n / chunkSize)` threads.
+#[napi]
+pub fn compression_chunk_size(compression: String) -> Result<i64> {
+    let compression: Compression = compression.parse().map_err(reason)?;
+    Ok(compression.chunk_size().unwrap_or(0) as i64)
+}
+
 /// Totals of [`PackProgress`] since the process started.
 #[napi]
 pub fn pack_progress() -> PackProgress {
