@@ -16,6 +16,15 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  */
 export declare function compressionChunkSize(compression: string): number
 
+export interface NarCheck {
+  /** `sha256:<nix32>` of the file as stored: what `FileHash` must say. */
+  fileHash: string
+  fileSize: number
+  /** `sha256:<nix32>` of the NAR inside: what `NarHash` must say. */
+  narHash: string
+  narSize: number
+}
+
 /**
  * The bytes of a nix32 string; throws on a character outside Nix's
  * alphabet or a length no byte string encodes to.
@@ -31,6 +40,15 @@ export declare function nix32Encode(bytes: Buffer): string
  * is complete). Resolves to the hashes and sizes a narinfo needs.
  */
 export declare function pack(source: string, dest: string, options?: PackOptions | undefined | null): Promise<PackResult>
+
+export interface PackedStream {
+  packed: PackResult
+  /**
+   * The file's last bytes, fewer than `chunkSize` (possibly none), which
+   * were not given to `onChunk`.
+   */
+  tail: Buffer
+}
 
 export interface PackOptions {
   /** `zstd` (default), `xz` or `none`. */
@@ -67,4 +85,42 @@ export interface PackResult {
   /** Where the file lies, relative to the cache: `nar/<filehash>.nar.<ext>`. */
   url: string
   compression: string
+}
+
+/**
+ * Like `pack`, but gives the compressed file to `onChunk` instead of
+ * writing it: in order, in pieces of exactly `chunkSize` bytes, one at a
+ * time, each once the Promise returned for the one before has resolved.
+ * Resolves with the hashes and sizes, and the file's last bytes, which are
+ * known only at the end. A rejection by `onChunk` stops packing and rejects
+ * this Promise with its message.
+ */
+export declare function packStream(source: string, chunkSize: number, onChunk: (chunk: Buffer) => Promise<void>, options?: PackOptions | undefined | null): Promise<PackedStream>
+
+/**
+ * Reads the NAR file `file`, compressed as `compression` (`xz`, `zstd` or
+ * `none`, as a narinfo's `Compression:` says), once, with bounded memory:
+ * resolves to its hash and size and those of the NAR it decompresses to,
+ * once that NAR is known to be well formed. Rejects with a one-line message
+ * that does not name the file, e.g. `not a valid xz stream (lzma data
+ * error)`, `NAR ends early at byte 1234 (expected "entry" or ")")`,
+ * `unsupported compression "bzip2" (narcache handles zstd, xz and none)`.
+ */
+export declare function verifyNar(file: string, compression: string): Promise<NarCheck>
+
+/**
+ * Like `verifyNar`, but reads the NAR file from `read`, which resolves to
+ * its next bytes, or to null at its end; a rejection by `read` rejects
+ * this Promise with `cannot read the file: <its message>`.
+ */
+export declare function verifyNarStream(compression: string, read: () => Promise<Buffer | null>): Promise<NarCheck>
+
+/** Totals of [`VerifyProgress`] since the process started. */
+export declare function verifyProgress(): VerifyProgress
+
+export interface VerifyProgress {
+  /** Bytes of NAR files read so far by verifyNar calls of this process. */
+  fileBytes: number
+  /** NAR bytes decompressed and checked so far by those calls. */
+  narBytes: number
 }

@@ -840,3 +840,7 @@ module.exports.nix32Decode = nativeBinding.nix32Decode
 module.exports.nix32Encode = nativeBinding.nix32Encode
 module.exports.pack = nativeBinding.pack
 module.exports.packProgress = nativeBinding.packProgress
+module.exports.packStream = nativeBinding.packStream
+module.exports.verifyNar = nativeBinding.verifyNar
+module.exports.verifyNarStream = nativeBinding.verifyNarStream
+module.exports.verifyProgress = nativeBinding.verifyProgress

@@ -17,7 +17,27 @@ export { plan } from './plan';
 export type { Plan } from './plan';
 export type { Destination } from './publish/destination';
 export { DirectoryDestination } from './publish/directory';
+export { signCache } from './sign-cache';
+export type { SignCacheOptions, SignSummary } from './sign-cache';
+export {
+  fingerprint,
+  formatPublicKey,
+  formatSecretKey,
+  generateSecretKey,
+  keygen,
+  parsePublicKey,
+  parseSecretKey,
+  parseSignature,
+  publicKeyOf,
+  readSecretKeyFile,
+  sign,
+  signNarinfo,
+  verifySignature,
+} from './signing';
+export type { KeygenOptions, ParsedSignature, PublicKey, SecretKey } from './signing';
 export { closureFromNix, resolveToStorePath } from './sources/nix';
 export { parsePathInfoJson } from './sources/path-info';
 export { parseRegistration } from './sources/registration';
 export { DEFAULT_STORE_DIR, hashPart } from './store-path';
+export { verifyCache } from './verify';
+export type { VerifyOptions, VerifyProblem, VerifyProgress, VerifyReport } from './verify';

@@ -282,9 +282,24 @@ export function nixDumpHash(storePath) {
   });
 }
 
-/** nix copy --to 'file://DIR?compression=C' PATHS (copies the closure). */
-export async function nixCopyTo(cacheDir, paths, compression = 'xz') {
-  await runOk('nix', ['copy', '--to', `file://${cacheDir}?compression=${compression}`, ...paths]);
+/**
+ * nix copy --to 'file://DIR?compression=C' PATHS (copies the closure);
+ * with secretKeyFile, Nix signs every narinfo it writes (`&secret-key=F`).
+ */
+export async function nixCopyTo(cacheDir, paths, compression = 'xz', { secretKeyFile } = {}) {
+  const key = secretKeyFile ? `&secret-key=${secretKeyFile}` : '';
+  await runOk('nix', ['copy', '--to', `file://${cacheDir}?compression=${compression}${key}`, ...paths]);
+}
+
+/**
+ * `nix-store --generate-binary-cache-key NAME SK PK` into `dir`.
+ * Returns { secretKeyFile, publicKeyFile, publicKey } (publicKey: the file's text).
+ */
+export async function nixGenerateKey(name, dir) {
+  const secretKeyFile = path.join(dir, `${name}.secret`);
+  const publicKeyFile = path.join(dir, `${name}.public`);
+  await runOk('nix-store', ['--generate-binary-cache-key', name, secretKeyFile, publicKeyFile]);
+  return { secretKeyFile, publicKeyFile, publicKey: await fsp.readFile(publicKeyFile, 'utf8') };
 }
 
 /**

@@ -1,7 +1,9 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { NarcacheError } from '../errors';
-import type { Destination } from './destination';
+import type { PackResult } from '../native';
+import { packPath, type PackPathOptions } from '../pack';
+import { cacheInfoText, checkCacheInfo, type Destination } from './destination';
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
@@ -15,11 +17,9 @@ const LAYOUT_DIRS = ['nar', 'realisations', 'log', 'debuginfo', 'build-trace-v2'
 /** A flat-file binary cache in a local directory, as `file://` reads it. */
 export class DirectoryDestination implements Destination {
   readonly location: string;
-  readonly packRoot: string;
 
   constructor(dir: string) {
     this.location = path.resolve(dir);
-    this.packRoot = this.location;
   }
 
   async open(storeDir: string): Promise<void> {
@@ -31,14 +31,8 @@ export class DirectoryDestination implements Destination {
       if (e.code === 'ENOENT') return undefined;
       throw writeError(e);
     });
-    if (existing === undefined) {
-      await writeFileAtomic(infoPath, `StoreDir: ${storeDir}\n`);
-      return;
-    }
-    const cacheStoreDir = /^StoreDir: (.*)$/m.exec(existing)?.[1];
-    if (cacheStoreDir !== undefined && cacheStoreDir !== storeDir) {
-      throw new NarcacheError(`${this.location} is a cache for store ${cacheStoreDir}, not ${storeDir}`);
-    }
+    if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(storeDir));
+    else checkCacheInfo(this.location, existing, storeDir);
   }
 
   async hasNarinfo(hashPart: string): Promise<boolean> {
@@ -46,6 +40,11 @@ export class DirectoryDestination implements Destination {
       () => true,
       () => false,
     );
+  }
+
+  /** The Rust core writes the file itself, under a temporary name until it is complete and durable. */
+  writeNar(source: string, options: PackPathOptions): Promise<PackResult> {
+    return packPath(source, this.location, options);
   }
 
   async writeNarinfo(hashPart: string, text: string): Promise<void> {
@@ -57,26 +56,42 @@ export class DirectoryDestination implements Destination {
   }
 }
 
+export interface WriteFileOptions {
+  /** Permissions of the file (default 0644). */
+  mode?: number;
+  /** Replace a file already at `target` (default); if false, fail instead. */
+  overwrite?: boolean;
+}
+
 /**
  * Writes `text` under a temporary name beside `target`, makes it durable,
- * then renames it into place.
+ * then renames it into place (or, not to overwrite, hard-links it, which
+ * fails if `target` exists).
  */
-export async function writeFileAtomic(target: string, text: string): Promise<void> {
+export async function writeFileAtomic(target: string, text: string, options: WriteFileOptions = {}): Promise<void> {
   const temp = path.join(
     path.dirname(target),
     `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`,
   );
   try {
-    const handle = await fs.open(temp, 'wx', 0o644);
+    const handle = await fs.open(temp, 'wx', options.mode ?? 0o644);
     try {
+      // open's mode is filtered by the umask; a mode given is meant exactly.
+      if (options.mode !== undefined) await handle.chmod(options.mode);
       await handle.writeFile(text);
       await handle.sync();
     } finally {
       await handle.close();
     }
-    await fs.rename(temp, target);
+    if (options.overwrite ?? true) {
+      await fs.rename(temp, target);
+    } else {
+      await fs.link(temp, target);
+      await fs.rm(temp);
+    }
   } catch (e) {
     await fs.rm(temp, { force: true }).catch(() => undefined);
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new NarcacheError(`${target} already exists`);
     throw writeError(e as NodeJS.ErrnoException);
   }
 }

@@ -3,6 +3,27 @@ import { formatBytes, formatDuration } from './format';
 
 const BAR_WIDTH = 24;
 
+/** `[#####.....]`: a bar `fraction` full. */
+export function bar(fraction: number): string {
+  const filled = Math.round(Math.min(1, Math.max(0, fraction)) * BAR_WIDTH);
+  return `[${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}]`;
+}
+
+/** One line on a terminal, redrawn in place and cut to its width. */
+export function liveLine(stream: NodeJS.WriteStream): { draw: (line: string) => void; clear: () => void } {
+  let drawn = false;
+  return {
+    draw: (line) => {
+      stream.write(`\r\x1b[K${line.slice(0, (stream.columns || 80) - 1)}`);
+      drawn = true;
+    },
+    clear: () => {
+      if (drawn) stream.write('\r\x1b[K');
+      drawn = false;
+    },
+  };
+}
+
 /**
  * Shows a build's progress on `stream`: a bar redrawn in place on a
  * terminal, one line per path written otherwise.
@@ -11,7 +32,7 @@ export function progressReporter(stream: NodeJS.WriteStream): {
   onProgress: (p: BuildProgress) => void;
   done: () => void;
 } {
-  let drawn = false;
+  const live = liveLine(stream);
   const onProgress = (p: BuildProgress) => {
     if (!stream.isTTY) {
       if (p.written) {
@@ -21,22 +42,17 @@ export function progressReporter(stream: NodeJS.WriteStream): {
       }
       return;
     }
-    const fraction = p.narBytesTotal ? Math.min(1, p.narBytesDone / p.narBytesTotal) : 1;
-    const filled = Math.round(fraction * BAR_WIDTH);
+    const fraction = p.narBytesTotal ? p.narBytesDone / p.narBytesTotal : 1;
     const rate = p.elapsedSeconds > 0 ? p.narBytesDone / p.elapsedSeconds : 0;
     const eta = rate > 0 ? formatDuration((p.narBytesTotal - p.narBytesDone) / rate) : '?';
     const line =
-      `[${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}] ` +
+      `${bar(fraction)} ` +
       `${p.pathsDone}/${p.pathsTotal} paths  ` +
       `${formatBytes(p.narBytesDone)} → ${formatBytes(p.fileBytesDone)}  ` +
       `${formatBytes(rate)}/s  ETA ${eta}`;
-    stream.write(`\r\x1b[K${line.slice(0, (stream.columns || 80) - 1)}`);
-    drawn = true;
+    live.draw(line);
   };
-  const done = () => {
-    if (drawn) stream.write('\r\x1b[K');
-  };
-  return { onProgress, done };
+  return { onProgress, done: live.clear };
 }
 
 /** The one-paragraph summary printed at the end of a build. */

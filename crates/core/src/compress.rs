@@ -1,4 +1,5 @@
-//! The compressors of a binary cache: zstd, xz and none.
+//! The compressors of a binary cache: zstd, xz and none, and their
+//! decompressors.
 //!
 //! Both real compressors always run their multi-threaded encoder with a
 //! fixed block (xz) or job (zstd) size. Their output then depends only on
@@ -6,10 +7,11 @@
 //! byte-identical whatever `--jobs` and the machine's core count.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::str::FromStr;
 
-use liblzma::stream::{Check, MtStreamBuilder};
+use liblzma::bufread::XzDecoder;
+use liblzma::stream::{Check, MtStreamBuilder, Stream, CONCATENATED};
 use liblzma::write::XzEncoder;
 use thiserror::Error;
 use zstd::zstd_safe::CParameter;
@@ -19,6 +21,12 @@ use zstd::zstd_safe::CParameter;
 const XZ_BLOCK_SIZE: u64 = 24 << 20;
 /// zstd's default job size at level 3 (4 × its 2 MiB window), fixed.
 const ZSTD_JOB_SIZE: u32 = 8 << 20;
+/// The most memory a decompressor may take for the window (zstd) or
+/// dictionary (xz) that a stream's header asks for; a stream asking more is
+/// refused. 2^27 is zstd's own default bound; xz -9 needs 65 MiB.
+pub const DECODER_MEMORY_LIMIT: u64 = 1 << ZSTD_WINDOW_LOG_MAX;
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+const DECODER_INPUT_BUFFER: usize = 128 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -31,6 +39,9 @@ pub enum Compression {
 pub enum CompressionError {
     #[error("unknown compression {0:?} (expected zstd, xz or none)")]
     Unknown(String),
+    /// One that Nix knows but narcache does not handle.
+    #[error("unsupported compression {0:?} (narcache handles zstd, xz and none)")]
+    Unsupported(String),
     #[error("compression level {level} is out of range for {compression} ({min} to {max})")]
     LevelOutOfRange {
         compression: Compression,
@@ -118,6 +129,7 @@ impl FromStr for Compression {
             "none" => Ok(Compression::None),
             "xz" => Ok(Compression::Xz),
             "zstd" => Ok(Compression::Zstd),
+            "bzip2" | "gzip" | "br" => Err(CompressionError::Unsupported(s.to_owned())),
             _ => Err(CompressionError::Unknown(s.to_owned())),
         }
     }
@@ -181,6 +193,40 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::None(w) => w.flush(),
             Encoder::Xz(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+/// A decompressing reader. It is strict: input that is not of its format, is
+/// corrupt (integrity checks included) or ends inside a stream makes
+/// `read` fail; concatenated streams are read as one, as xz(1) and zstd(1)
+/// read them. Memory stays within the input buffer, the output the caller
+/// asks for and [`DECODER_MEMORY_LIMIT`], whatever the data expands to.
+pub enum Decoder<R: Read> {
+    Xz(XzDecoder<BufReader<R>>),
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<R>>),
+}
+
+impl<R: Read> Decoder<R> {
+    pub fn xz(inner: R) -> io::Result<Self> {
+        let stream = Stream::new_stream_decoder(DECODER_MEMORY_LIMIT, CONCATENATED)?;
+        let input = BufReader::with_capacity(DECODER_INPUT_BUFFER, inner);
+        Ok(Decoder::Xz(XzDecoder::new_stream(input, stream)))
+    }
+
+    pub fn zstd(inner: R) -> io::Result<Self> {
+        let input = BufReader::with_capacity(DECODER_INPUT_BUFFER, inner);
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(input)?;
+        decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+        Ok(Decoder::Zstd(decoder))
+    }
+}
+
+impl<R: Read> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Xz(d) => d.read(buf),
+            Decoder::Zstd(d) => d.read(buf),
         }
     }
 }
@@ -253,7 +299,14 @@ mod tests {
         );
         assert_eq!("xz".parse::<Compression>().unwrap().extension(), ".nar.xz");
         assert_eq!("none".parse::<Compression>().unwrap().extension(), ".nar");
-        assert!("bzip2".parse::<Compression>().is_err());
+        assert_eq!(
+            "bzip2".parse::<Compression>().unwrap_err().to_string(),
+            "unsupported compression \"bzip2\" (narcache handles zstd, xz and none)"
+        );
+        assert_eq!(
+            "lzma".parse::<Compression>(),
+            Err(CompressionError::Unknown("lzma".into()))
+        );
         assert_eq!(Compression::Xz.level(None), Ok(6));
         assert_eq!(Compression::Zstd.level(Some(19)), Ok(19));
         assert!(Compression::Xz.level(Some(10)).is_err());

@@ -1,4 +1,5 @@
-//! The hot path of narcache: NAR serialisation, hashing, compression.
+//! The hot path of narcache: NAR serialisation and checking, hashing,
+//! compression.
 //! Pure Rust, no Node: the `narcache-node` crate binds it to JavaScript.
 
 pub mod compress;
@@ -6,6 +7,9 @@ pub mod digest;
 pub mod nar;
 pub mod nix32;
 pub mod pack;
+pub mod verify;
 
 pub use compress::{Compression, CompressionError};
-pub use pack::{pack, NarIdentity, PackError, PackOptions, Packed, Progress};
+pub use nar::NarIdentity;
+pub use pack::{pack, pack_into, PackError, PackOptions, Packed, Progress};
+pub use verify::{verify, verify_reader, NarCheck, VerifyError};

@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::compress::{Compression, Encoder};
-use crate::digest::{HashWriter, Sha256Hash};
-use crate::nar::{self, NarError};
+use crate::digest::{Hashed, Sha256Hash};
+use crate::nar::{self, NarError, NarIdentity};
 use crate::nix32;
 
 const WRITE_BUFFER: usize = 1 << 20;
@@ -32,12 +32,6 @@ pub struct PackOptions {
     /// path is refused and nothing is left in the cache.
     pub expected: Option<NarIdentity>,
     pub progress: Option<Progress>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NarIdentity {
-    pub hash: Sha256Hash,
-    pub size: u64,
 }
 
 /// Running byte counts that another thread may read while packing goes on.
@@ -62,6 +56,9 @@ pub enum PackError {
     Nar(NarError),
     #[error("{}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
+    /// The writer given to [`pack_into`] failed; [`pack`] names its file.
+    #[error(transparent)]
+    Output(io::Error),
     #[error(
         "{}: NAR does not match the store's record (expected sha256:{} with {} bytes, got sha256:{} with {} bytes); the store is corrupt",
         path.display(), nix32::encode(&expected.hash), expected.size, nix32::encode(&actual.hash), actual.size
@@ -82,35 +79,48 @@ pub fn pack(source: &Path, nar_dir: &Path, options: &PackOptions) -> Result<Pack
         path: temp.path.clone(),
         source,
     };
+    let sink = BufWriter::with_capacity(WRITE_BUFFER, &temp.file);
+    let (sink, packed) = pack_into(source, sink, options).map_err(|e| match e {
+        PackError::Output(source) => write_error(source),
+        other => other,
+    })?;
+    sink.into_inner().map_err(|e| write_error(e.into_error()))?;
+    temp.persist(&nar_dir.join(&packed.file_name))?;
+    Ok(packed)
+}
+
+/// The pipeline of [`pack`] into any writer: NAR → SHA-256 → compressor →
+/// SHA-256 → `sink`, which receives the compressed file's bytes in order and
+/// is given back, unflushed, once they are all written. The file's name is
+/// known only then, so a sink that cannot rename stores them under a
+/// temporary name of its own.
+pub fn pack_into<W: Write>(
+    source: &Path,
+    sink: W,
+    options: &PackOptions,
+) -> Result<(W, Packed), PackError> {
     let counter =
         |pick: fn(&Progress) -> &Arc<AtomicU64>| options.progress.as_ref().map(pick).cloned();
     let nar_counter = counter(|p| &p.nar_bytes);
     let file_counter = counter(|p| &p.file_bytes);
-    let sink = BufWriter::with_capacity(WRITE_BUFFER, &temp.file);
 
-    let (nar, file_hash, file_size) = match options.compression {
+    let (sink, nar, file_hash, file_size) = match options.compression {
         // The file is the NAR itself: hash it once.
         Compression::None => {
             let counters = [nar_counter, file_counter].into_iter().flatten().collect();
-            let (sink, nar) = write_nar(source, sink, counters, &temp.path)?;
-            sink.into_inner().map_err(|e| write_error(e.into_error()))?;
-            (nar, nar.hash, nar.size)
+            let (sink, nar) = write_nar(source, sink, counters)?;
+            (sink, nar, nar.hash, nar.size)
         }
         compression => {
-            let hashed = HashWriter::new(sink).with_progress(file_counter.into_iter().collect());
+            let hashed = Hashed::new(sink).with_progress(file_counter.into_iter().collect());
             let encoder = Encoder::new(compression, options.level, options.threads, hashed)
-                .map_err(write_error)?;
-            let (encoder, nar) = write_nar(
-                source,
-                encoder,
-                nar_counter.into_iter().collect(),
-                &temp.path,
-            )?;
+                .map_err(PackError::Output)?;
+            let (encoder, nar) = write_nar(source, encoder, nar_counter.into_iter().collect())?;
+            // Before the compressor's trailer: a refused NAR is never complete.
             check_expected(source, options, nar)?;
-            let hashed = encoder.finish().map_err(write_error)?;
-            let (sink, file_hash, file_size) = hashed.finish();
-            sink.into_inner().map_err(|e| write_error(e.into_error()))?;
-            (nar, file_hash, file_size)
+            let (sink, file_hash, file_size) =
+                encoder.finish().map_err(PackError::Output)?.finish();
+            (sink, nar, file_hash, file_size)
         }
     };
     check_expected(source, options, nar)?;
@@ -120,27 +130,25 @@ pub fn pack(source: &Path, nar_dir: &Path, options: &PackOptions) -> Result<Pack
         nix32::encode(&file_hash),
         options.compression.extension()
     );
-    temp.persist(&nar_dir.join(&file_name))?;
-    Ok(Packed {
-        nar,
-        file_hash,
-        file_size,
-        file_name,
-    })
+    Ok((
+        sink,
+        Packed {
+            nar,
+            file_hash,
+            file_size,
+            file_name,
+        },
+    ))
 }
 
 fn write_nar<W: Write>(
     source: &Path,
     sink: W,
     counters: Vec<Arc<AtomicU64>>,
-    temp_path: &Path,
 ) -> Result<(W, NarIdentity), PackError> {
-    let mut hashed = HashWriter::new(sink).with_progress(counters);
+    let mut hashed = Hashed::new(sink).with_progress(counters);
     nar::dump(source, &mut hashed).map_err(|e| match e {
-        NarError::Write(source) => PackError::Write {
-            path: temp_path.to_owned(),
-            source,
-        },
+        NarError::Write(source) => PackError::Output(source),
         other => PackError::Nar(other),
     })?;
     let (sink, hash, size) = hashed.finish();
@@ -220,6 +228,7 @@ impl Drop for TempFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::sha256_of;
     use std::io::Read;
 
     fn options(compression: Compression) -> PackOptions {
@@ -254,11 +263,7 @@ mod tests {
         let src = tree();
         let mut reference = Vec::new();
         nar::dump(src.path(), &mut reference).unwrap();
-        let (_, nar_hash, nar_size) = {
-            let mut w = HashWriter::new(io::sink());
-            w.write_all(&reference).unwrap();
-            w.finish()
-        };
+        let (nar_hash, nar_size) = sha256_of(&reference);
         for compression in [Compression::None, Compression::Xz, Compression::Zstd] {
             let out = tempfile::tempdir().unwrap();
             let opts = options(compression);
@@ -272,11 +277,7 @@ mod tests {
             );
             assert_eq!(dir_entries(out.path()), vec![packed.file_name.clone()]);
             let file = fs::read(out.path().join(&packed.file_name)).unwrap();
-            let (_, file_hash, file_size) = {
-                let mut w = HashWriter::new(io::sink());
-                w.write_all(&file).unwrap();
-                w.finish()
-            };
+            let (file_hash, file_size) = sha256_of(&file);
             assert_eq!((packed.file_hash, packed.file_size), (file_hash, file_size));
             assert_eq!(
                 packed.file_name,
@@ -301,6 +302,43 @@ mod tests {
             let progress = opts.progress.unwrap();
             assert_eq!(progress.nar_bytes.load(Ordering::Relaxed), nar_size);
             assert_eq!(progress.file_bytes.load(Ordering::Relaxed), file_size);
+        }
+    }
+
+    #[test]
+    fn pack_into_gives_the_bytes_pack_writes() {
+        let src = tree();
+        for compression in [Compression::None, Compression::Xz, Compression::Zstd] {
+            let out = tempfile::tempdir().unwrap();
+            let packed = pack(src.path(), out.path(), &options(compression)).unwrap();
+            let (bytes, streamed) =
+                pack_into(src.path(), Vec::new(), &options(compression)).unwrap();
+            assert_eq!(streamed, packed, "{compression}");
+            let file = fs::read(out.path().join(&packed.file_name)).unwrap();
+            assert!(bytes == file, "{compression}: bytes differ from the file");
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_stops_packing_with_its_error() {
+        #[derive(Debug)]
+        struct Refuses;
+        impl Write for Refuses {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("upload refused"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let src = tree();
+        for compression in [Compression::None, Compression::Xz, Compression::Zstd] {
+            let err = pack_into(src.path(), Refuses, &options(compression)).unwrap_err();
+            assert!(
+                matches!(err, PackError::Output(_)),
+                "{compression}: {err:?}"
+            );
+            assert_eq!(err.to_string(), "upload refused");
         }
     }
 

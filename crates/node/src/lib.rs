@@ -1,7 +1,8 @@
 //! The N-API binding of narcache-core: the only code that touches Node.
 //!
-//! Packing runs on a thread of its own per call, never on the JS thread nor
-//! on libuv's small shared pool, and settles a Promise when done.
+//! Packing and verifying run on a thread of their own per call, never on the
+//! JS thread nor on libuv's small shared pool, and settle a Promise when
+//! done.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -9,14 +10,21 @@ use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
 use std::thread;
 
-use napi::bindgen_prelude::{Buffer, Object};
+use napi::bindgen_prelude::{Buffer, Object, ToNapiValue};
 use napi::{Env, Error, Result};
 use napi_derive::napi;
-use narcache_core::{nix32, Compression, NarIdentity, PackOptions as CoreOptions, Progress};
+use narcache_core::{
+    nix32, Compression, NarIdentity, PackOptions as CoreOptions, Packed, Progress,
+};
+
+pub mod stream;
 
 /// Bytes read and written by every pack call of this process, for progress
 /// display: one atomic add per buffer, no call into JavaScript per file.
 static PROGRESS: LazyLock<Progress> = LazyLock::new(Progress::default);
+/// The same for verifyNar calls, kept apart so that a process that packs
+/// and verifies can show both.
+static VERIFY_PROGRESS: LazyLock<Progress> = LazyLock::new(Progress::default);
 
 #[napi(object)]
 #[derive(Default)]
@@ -64,30 +72,24 @@ pub fn pack<'env>(
     dest: String,
     options: Option<PackOptions>,
 ) -> Result<Object<'env>> {
-    let (deferred, promise) = env.create_deferred()?;
-    let settle = move || -> Result<PackResult> {
+    on_own_thread(env, "pack", move || {
         let options = core_options(options.unwrap_or_default())?;
         let nar_dir = PathBuf::from(dest).join("nar");
         let packed =
             narcache_core::pack(&PathBuf::from(source), &nar_dir, &options).map_err(reason)?;
-        Ok(PackResult {
-            nar_hash: sha256(&packed.nar.hash),
-            nar_size: packed.nar.size as i64,
-            file_hash: sha256(&packed.file_hash),
-            file_size: packed.file_size as i64,
-            url: format!("nar/{}", packed.file_name),
-            compression: options.compression.name().to_owned(),
-        })
-    };
-    thread::Builder::new()
-        .name("narcache-pack".into())
-        .spawn(move || match catch_unwind(AssertUnwindSafe(settle)) {
-            Ok(Ok(result)) => deferred.resolve(move |_| Ok(result)),
-            Ok(Err(error)) => deferred.reject(error),
-            Err(_) => deferred.reject(Error::from_reason("internal error: the packer panicked")),
-        })
-        .map_err(|e| Error::from_reason(format!("cannot start a packing thread: {e}")))?;
-    Ok(promise)
+        Ok(pack_result(&packed, options.compression))
+    })
+}
+
+fn pack_result(packed: &Packed, compression: Compression) -> PackResult {
+    PackResult {
+        nar_hash: sha256(&packed.nar.hash),
+        nar_size: packed.nar.size as i64,
+        file_hash: sha256(&packed.file_hash),
+        file_size: packed.file_size as i64,
+        url: format!("nar/{}", packed.file_name),
+        compression: compression.name().to_owned(),
+    }
 }
 
 /// The size of the pieces the compressor's workers take in parallel (xz
@@ -106,6 +108,81 @@ pub fn pack_progress() -> PackProgress {
         nar_bytes: PROGRESS.nar_bytes.load(Ordering::Relaxed) as i64,
         file_bytes: PROGRESS.file_bytes.load(Ordering::Relaxed) as i64,
     }
+}
+
+#[napi(object)]
+pub struct NarCheck {
+    /// `sha256:<nix32>` of the file as stored: what `FileHash` must say.
+    pub file_hash: String,
+    pub file_size: i64,
+    /// `sha256:<nix32>` of the NAR inside: what `NarHash` must say.
+    pub nar_hash: String,
+    pub nar_size: i64,
+}
+
+#[napi(object)]
+pub struct VerifyProgress {
+    /// Bytes of NAR files read so far by verifyNar calls of this process.
+    pub file_bytes: i64,
+    /// NAR bytes decompressed and checked so far by those calls.
+    pub nar_bytes: i64,
+}
+
+/// Reads the NAR file `file`, compressed as `compression` (`xz`, `zstd` or
+/// `none`, as a narinfo's `Compression:` says), once, with bounded memory:
+/// resolves to its hash and size and those of the NAR it decompresses to,
+/// once that NAR is known to be well formed. Rejects with a one-line message
+/// that does not name the file, e.g. `not a valid xz stream (lzma data
+/// error)`, `NAR ends early at byte 1234 (expected "entry" or ")")`,
+/// `unsupported compression "bzip2" (narcache handles zstd, xz and none)`.
+#[napi(ts_return_type = "Promise<NarCheck>")]
+pub fn verify_nar<'env>(env: &'env Env, file: String, compression: String) -> Result<Object<'env>> {
+    on_own_thread(env, "verify", move || {
+        let compression: Compression = compression.parse().map_err(reason)?;
+        let check =
+            narcache_core::verify(&PathBuf::from(file), compression, Some(&VERIFY_PROGRESS))
+                .map_err(reason)?;
+        Ok(nar_check(&check))
+    })
+}
+
+fn nar_check(check: &narcache_core::NarCheck) -> NarCheck {
+    NarCheck {
+        file_hash: sha256(&check.file_hash),
+        file_size: check.file_size as i64,
+        nar_hash: sha256(&check.nar.hash),
+        nar_size: check.nar.size as i64,
+    }
+}
+
+/// Totals of [`VerifyProgress`] since the process started.
+#[napi]
+pub fn verify_progress() -> VerifyProgress {
+    VerifyProgress {
+        file_bytes: VERIFY_PROGRESS.file_bytes.load(Ordering::Relaxed) as i64,
+        nar_bytes: VERIFY_PROGRESS.nar_bytes.load(Ordering::Relaxed) as i64,
+    }
+}
+
+/// Runs `work` on a new thread named after `what` and settles the returned
+/// Promise with its outcome; a panic rejects it instead of taking the
+/// process down.
+fn on_own_thread<'env, T, F>(env: &'env Env, what: &str, work: F) -> Result<Object<'env>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    let (deferred, promise) = env.create_deferred()?;
+    let panicked = format!("internal error: {what} panicked");
+    thread::Builder::new()
+        .name(format!("narcache-{what}"))
+        .spawn(move || match catch_unwind(AssertUnwindSafe(work)) {
+            Ok(Ok(result)) => deferred.resolve(move |_| Ok(result)),
+            Ok(Err(error)) => deferred.reject(error),
+            Err(_) => deferred.reject(Error::from_reason(panicked)),
+        })
+        .map_err(|e| Error::from_reason(format!("cannot start a {what} thread: {e}")))?;
+    Ok(promise)
 }
 
 /// Nix's base-32 encoding of `bytes`.

@@ -1,4 +1,4 @@
-//! NAR (Nix ARchive) serialisation of a file system tree, byte-identical to
+//! Writing a NAR: the serialisation of a file system tree, byte-identical to
 //! `nix-store --dump` (NixOS/nix src/libutil/archive.cc).
 //!
 //! The tree is walked once and streamed into a writer: file contents are
@@ -174,40 +174,8 @@ fn kind_name(ft: &fs::FileType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nar::spelled::{self, directory, entry, nar, regular};
     use std::os::unix::fs::symlink;
-
-    /// The NAR grammar spelled out by hand, independent of the writer.
-    fn s(bytes: &[u8]) -> Vec<u8> {
-        let mut v = (bytes.len() as u64).to_le_bytes().to_vec();
-        v.extend_from_slice(bytes);
-        v.resize(v.len() + (8 - bytes.len() % 8) % 8, 0);
-        v
-    }
-
-    fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
-        parts.concat()
-    }
-
-    fn regular(contents: &[u8], exec: bool) -> Vec<u8> {
-        let mut v = cat(&[s(b"("), s(b"type"), s(b"regular")]);
-        if exec {
-            v.extend(cat(&[s(b"executable"), s(b"")]));
-        }
-        v.extend(cat(&[s(b"contents"), s(contents), s(b")")]));
-        v
-    }
-
-    fn entry(name: &[u8], node: Vec<u8>) -> Vec<u8> {
-        cat(&[
-            s(b"entry"),
-            s(b"("),
-            s(b"name"),
-            s(name),
-            s(b"node"),
-            node,
-            s(b")"),
-        ])
-    }
 
     fn dump_vec(path: &Path) -> Vec<u8> {
         let mut out = Vec::new();
@@ -221,21 +189,12 @@ mod tests {
         let f = dir.path().join("f");
         fs::write(&f, b"hello").unwrap();
         fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(
-            dump_vec(&f),
-            cat(&[s(b"nix-archive-1"), regular(b"hello", false)])
-        );
+        assert_eq!(dump_vec(&f), nar(regular(b"hello", false)));
         // Only the owner's execute bit counts.
         fs::set_permissions(&f, fs::Permissions::from_mode(0o655)).unwrap();
-        assert_eq!(
-            dump_vec(&f),
-            cat(&[s(b"nix-archive-1"), regular(b"hello", false)])
-        );
+        assert_eq!(dump_vec(&f), nar(regular(b"hello", false)));
         fs::set_permissions(&f, fs::Permissions::from_mode(0o744)).unwrap();
-        assert_eq!(
-            dump_vec(&f),
-            cat(&[s(b"nix-archive-1"), regular(b"hello", true)])
-        );
+        assert_eq!(dump_vec(&f), nar(regular(b"hello", true)));
     }
 
     #[test]
@@ -255,29 +214,15 @@ mod tests {
         }
         fs::set_permissions(root.join(non_utf8), fs::Permissions::from_mode(0o755)).unwrap();
 
-        let symlink_node = cat(&[
-            s(b"("),
-            s(b"type"),
-            s(b"symlink"),
-            s(b"target"),
-            s(b"../nowhere"),
-            s(b")"),
-        ]);
-        let empty_dir = cat(&[s(b"("), s(b"type"), s(b"directory"), s(b")")]);
         // Byte order: "B" < "a b" < "dangling" < "empty" < "é" (0xc3) < 0xff.
-        let expected = cat(&[
-            s(b"nix-archive-1"),
-            s(b"("),
-            s(b"type"),
-            s(b"directory"),
+        let expected = nar(directory(&[
             entry(b"B", regular(b"", false)),
             entry(b"a b", regular(b"12345678", false)),
-            entry(b"dangling", symlink_node),
-            entry(b"empty", empty_dir),
+            entry(b"dangling", spelled::symlink(b"../nowhere")),
+            entry(b"empty", directory(&[])),
             entry("é".as_bytes(), regular(b"", false)),
             entry(b"\xff\xfe", regular(b"x", true)),
-            s(b")"),
-        ]);
+        ]));
         assert_eq!(dump_vec(&root), expected);
     }
 
@@ -286,16 +231,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("link");
         symlink("/etc/passwd", &link).unwrap();
-        let expected = cat(&[
-            s(b"nix-archive-1"),
-            s(b"("),
-            s(b"type"),
-            s(b"symlink"),
-            s(b"target"),
-            s(b"/etc/passwd"),
-            s(b")"),
-        ]);
-        assert_eq!(dump_vec(&link), expected);
+        assert_eq!(dump_vec(&link), nar(spelled::symlink(b"/etc/passwd")));
     }
 
     #[test]

@@ -1,0 +1,40 @@
+import type { VerifyProgress, VerifyReport } from '../verify';
+import { formatBytes } from './format';
+import { bar, liveLine } from './progress';
+
+/** Shows a verification's progress as a bar on a terminal; nothing otherwise. */
+export function verifyReporter(stream: NodeJS.WriteStream): {
+  onProgress: (p: VerifyProgress) => void;
+  done: () => void;
+} {
+  const live = liveLine(stream);
+  const onProgress = (p: VerifyProgress) => {
+    if (!stream.isTTY) return;
+    const fraction = p.fileBytesTotal ? p.fileBytesDone / p.fileBytesTotal : p.narinfosDone / (p.narinfosTotal || 1);
+    live.draw(
+      `${bar(fraction)} ${p.narinfosDone}/${p.narinfosTotal} narinfos  ` +
+        `${formatBytes(p.fileBytesDone)} of ${formatBytes(p.fileBytesTotal)}  ` +
+        `${p.problems} problem${p.problems === 1 ? '' : 's'}`,
+    );
+  };
+  return { onProgress, done: live.clear };
+}
+
+/** One line per problem and per orphan NAR file, naming the store path where known. */
+export function formatFindings(r: VerifyReport): string {
+  return [
+    ...r.problems.map((p) => `${p.storePath ?? p.file}: ${p.problem}\n`),
+    ...r.orphans.map((f) => `${f}: orphan, no narinfo names it\n`),
+  ].join('');
+}
+
+export function formatVerifySummary(r: VerifyReport): string {
+  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+  const faulty = r.narinfos - r.valid;
+  return (
+    `narcache: checked ${plural(r.narinfos, 'narinfo')} and ${plural(r.narFiles, 'NAR file')} ` +
+    `(${formatBytes(r.fileBytes)} → NAR ${formatBytes(r.narBytes)}) in ${r.seconds.toFixed(1)} s\n` +
+    `narcache: ${r.ok ? 'the cache is sound' : `${plural(r.problems.length, 'problem')}${faulty ? ` in ${plural(faulty, 'narinfo')}` : ''}`}` +
+    `${r.orphans.length ? `; ${plural(r.orphans.length, 'orphan NAR file')}` : ''}\n`
+  );
+}

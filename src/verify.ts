@@ -1,0 +1,335 @@
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { NarcacheError } from './errors';
+import { parseHash } from './hash';
+import { verifyNar, verifyProgress, type NarCheck } from './native';
+import type { Narinfo } from './narinfo';
+import { listNarinfoFiles, readNarinfoFile } from './cache-dir';
+import { TEMP_PREFIX } from './publish/directory';
+import { runWithBudget } from './schedule';
+import { fingerprint, parseSignature, verifySignature, type PublicKey } from './signing';
+import { DEFAULT_STORE_DIR, hashPart, isStorePath } from './store-path';
+
+export interface VerifyOptions {
+  /**
+   * Keys of which at least one must have made a valid signature of every
+   * narinfo. Without keys, signatures are only checked to be well formed.
+   */
+  trustedPublicKeys?: PublicKey[];
+  /** NAR files checked at once (default: the CPU count). */
+  jobs?: number;
+  onProgress?: (progress: VerifyProgress) => void;
+}
+
+export interface VerifyProgress {
+  narinfosTotal: number;
+  narinfosDone: number;
+  /** Compressed bytes of the NAR files the narinfos name, as their FileSize says. */
+  fileBytesTotal: number;
+  fileBytesDone: number;
+  problems: number;
+  elapsedSeconds: number;
+}
+
+/** One thing wrong with a cache. */
+export interface VerifyProblem {
+  /** The file at fault, relative to the cache: `<hash>.narinfo`, `nix-cache-info`. */
+  file: string;
+  /** The store path its narinfo describes, when it could be read. */
+  storePath?: string;
+  problem: string;
+}
+
+export interface VerifyReport {
+  /** Whether every narinfo and the NAR it names are sound. Orphans do not count against it. */
+  ok: boolean;
+  cache: string;
+  narinfos: number;
+  /** Narinfos with no problem. */
+  valid: number;
+  /** Distinct NAR files checked. */
+  narFiles: number;
+  fileBytes: number;
+  narBytes: number;
+  problems: VerifyProblem[];
+  /**
+   * Files in `nar/` that no narinfo names (relative to the cache). They are
+   * garbage, not damage: an interrupted build leaves NARs whose narinfos
+   * were never published.
+   */
+  orphans: string[];
+  seconds: number;
+}
+
+// Reading narinfos waits on the disk, not the CPU.
+const INDEX_CONCURRENCY = 32;
+const PROGRESS_INTERVAL_MS = 200;
+
+type NarOutcome = NarCheck | { error: string };
+
+/**
+ * Checks that a flat-file binary cache is true, in two passes over its
+ * narinfos: the first learns which store path each describes (for the
+ * references and for orphans), the second checks each narinfo in full,
+ * streaming the NAR it names through the Rust core.
+ */
+export async function verifyCache(location: string, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const started = performance.now();
+  const jobs = options.jobs ?? os.availableParallelism();
+  if (!Number.isInteger(jobs) || jobs < 1) throw new NarcacheError(`--jobs must be a positive integer, not ${jobs}`);
+  const trusted = options.trustedPublicKeys ?? [];
+  const cache = path.resolve(location);
+  const narinfoFiles = await listNarinfoFiles(cache);
+  const problems: VerifyProblem[] = [];
+  const storeDir = await readStoreDir(cache, problems);
+
+  // Pass 1: store path per narinfo file stem (undefined: unreadable), and the NAR files named.
+  const storePaths = new Map<string, string | undefined>();
+  const named = new Map<string, number>();
+  await runWithBudget(narinfoFiles, INDEX_CONCURRENCY, () => 1, async (file) => {
+    const n = await readNarinfoFile(cache, file).catch(() => undefined);
+    storePaths.set(file.slice(0, -'.narinfo'.length), n?.storePath);
+    const url = n && narUrl(n.url);
+    if (url && typeof url === 'string') named.set(url, n.fileSize ?? 0);
+  }, () => false);
+
+  const progress: VerifyProgress = {
+    narinfosTotal: narinfoFiles.length,
+    narinfosDone: 0,
+    fileBytesTotal: [...named.values()].reduce((a, b) => a + b, 0),
+    fileBytesDone: 0,
+    problems: 0,
+    elapsedSeconds: 0,
+  };
+  const baseline = verifyProgress().fileBytes;
+  const report = () => {
+    progress.fileBytesDone = verifyProgress().fileBytes - baseline;
+    progress.problems = problems.length;
+    progress.elapsedSeconds = (performance.now() - started) / 1000;
+    options.onProgress?.({ ...progress });
+  };
+
+  // Several narinfos may name one file (identical NARs); it is read once.
+  const narChecks = new Map<string, Promise<NarOutcome>>();
+  let narBytes = 0;
+  let fileBytes = 0;
+  const checkNar = (file: string, compression: string): Promise<NarOutcome> => {
+    const key = `${compression}\0${file}`;
+    let check = narChecks.get(key);
+    if (!check) {
+      check = verifyNar(file, compression).then(
+        (r) => {
+          narBytes += r.narSize;
+          fileBytes += r.fileSize;
+          return r;
+        },
+        (e: unknown) => ({ error: (e instanceof Error ? e.message : String(e)).split('\n')[0] }),
+      );
+      narChecks.set(key, check);
+    }
+    return check;
+  };
+
+  const narDir = await fs.realpath(path.join(cache, 'nar')).catch(() => path.join(cache, 'nar'));
+  const context: CheckContext = { cache, narDir, storeDir, storePaths, trusted, checkNar };
+  let valid = 0;
+  const timer = options.onProgress ? setInterval(report, PROGRESS_INTERVAL_MS) : undefined;
+  try {
+    await runWithBudget(narinfoFiles, jobs, () => 1, async (file) => {
+      // A file that vanishes or turns unreadable midway is a problem too.
+      const found = await checkNarinfo(context, file).catch((e: Error) => [{ file, problem: e.message }]);
+      problems.push(...found);
+      if (!found.length) valid++;
+      progress.narinfosDone++;
+    }, () => false);
+  } finally {
+    clearInterval(timer);
+  }
+  report();
+
+  const orphans = (await listNarFiles(cache)).filter((f) => !named.has(f));
+  problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
+  return {
+    ok: problems.length === 0,
+    cache,
+    narinfos: narinfoFiles.length,
+    valid,
+    narFiles: narChecks.size,
+    fileBytes,
+    narBytes,
+    problems,
+    orphans,
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+interface CheckContext {
+  cache: string;
+  /** `nar/` with symlinks resolved. */
+  narDir: string;
+  storeDir: string;
+  storePaths: Map<string, string | undefined>;
+  trusted: PublicKey[];
+  checkNar: (file: string, compression: string) => Promise<NarOutcome>;
+}
+
+/** Everything wrong with one narinfo and the NAR file it names. */
+async function checkNarinfo(c: CheckContext, file: string): Promise<VerifyProblem[]> {
+  let n: Narinfo;
+  try {
+    n = await readNarinfoFile(c.cache, file);
+  } catch (e) {
+    return [{ file, problem: (e as Error).message }];
+  }
+  const problems: string[] = [];
+  const storePath = n.storePath;
+
+  if (!isStorePath(storePath, c.storeDir)) problems.push(`StorePath is not a store path in ${c.storeDir}`);
+  else if (file !== `${hashPart(storePath)}.narinfo`) {
+    problems.push(`the file should be named ${hashPart(storePath)}.narinfo after its StorePath`);
+  }
+
+  const narHash = checkHashField(n.narHash, 'NarHash', problems);
+  const fileHash = n.fileHash === undefined ? undefined : checkHashField(n.fileHash, 'FileHash', problems);
+  if (n.fileHash === undefined) problems.push('FileHash is missing');
+  if (n.fileSize === undefined) problems.push('FileSize is missing');
+
+  for (const reference of n.references) {
+    const full = `${c.storeDir}/${reference}`;
+    const stem = hashPart(full);
+    if (!c.storePaths.has(stem)) problems.push(`reference ${reference} has no narinfo in the cache`);
+    else if (c.storePaths.get(stem) !== full) {
+      const other = c.storePaths.get(stem);
+      problems.push(`reference ${reference}: ${stem}.narinfo ${other ? `is for ${other}` : 'is unreadable'}`);
+    }
+  }
+
+  problems.push(...checkSignatures(n, narHash !== undefined, c.trusted));
+
+  const url = narUrl(n.url);
+  if (typeof url !== 'string') problems.push(`URL ${JSON.stringify(n.url)} ${url.outside}`);
+  else problems.push(...(await checkNarFile(c, n, url, { fileHash, narHash })));
+  return problems.map((problem) => ({ file, storePath, problem }));
+}
+
+function checkHashField(value: string, field: string, problems: string[]): Buffer | undefined {
+  try {
+    return parseHash(value);
+  } catch {
+    problems.push(`${field} is not a SHA-256 hash: ${JSON.stringify(value)}`);
+    return undefined;
+  }
+}
+
+/**
+ * Every Sig must be well formed (Nix fails on a malformed signature by a key
+ * it trusts); with trusted keys, one must verify.
+ */
+function checkSignatures(n: Narinfo, hashReadable: boolean, trusted: PublicKey[]): string[] {
+  const problems: string[] = [];
+  const signers: string[] = [];
+  n.sigs.forEach((sig, i) => {
+    const parsed = parseSignature(sig);
+    if ('malformed' in parsed) problems.push(`Sig ${i + 1} is malformed: ${parsed.malformed}`);
+    else signers.push(parsed.keyName);
+  });
+  if (!trusted.length || !hashReadable) return problems;
+  const text = fingerprint(n);
+  if (n.sigs.some((sig) => verifySignature(text, sig, trusted))) return problems;
+  const trustedNames = new Set(trusted.map((k) => k.name));
+  const forged = signers.filter((name) => trustedNames.has(name));
+  problems.push(
+    forged.length
+      ? `no valid signature by a trusted key: the signature by ${forged.join(', ')} does not verify`
+      : signers.length
+        ? `no signature by a trusted key (signed only by ${signers.join(', ')})`
+        : n.sigs.length
+          ? 'no valid signature by a trusted key (every signature is malformed)'
+          : 'no signature by a trusted key (unsigned)',
+  );
+  return problems;
+}
+
+/**
+ * The URL as a path relative to the cache if it names a file inside `nar/`,
+ * otherwise why not. Nix joins the URL to the cache directory as it is, so
+ * `../` or an absolute URL would make it read any file.
+ */
+function narUrl(url: string): string | { outside: string } {
+  if (/^[a-z][a-z0-9+.-]*:/i.test(url) || url.startsWith('/')) return { outside: 'is not relative to the cache' };
+  const parts = url.split('/');
+  if (parts[0] !== 'nar' || parts.length < 2 || parts.some((p) => p === '' || p === '.' || p === '..')) {
+    return { outside: 'does not name a file inside nar/' };
+  }
+  return url;
+}
+
+/**
+ * Checks the NAR file against the narinfo. It must be a regular file that
+ * does not lead out of `nar/`, and is streamed once through the Rust core.
+ */
+async function checkNarFile(
+  c: CheckContext,
+  n: Narinfo,
+  url: string,
+  stated: { fileHash?: Buffer; narHash?: Buffer },
+): Promise<string[]> {
+  let real: string;
+  try {
+    real = await fs.realpath(path.join(c.cache, url));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return [code === 'ENOENT' ? `NAR file ${url} is missing` : `NAR file ${url}: ${(e as Error).message}`];
+  }
+  if (!real.startsWith(c.narDir + path.sep)) return [`NAR file ${url} leads outside nar/ (to ${real})`];
+  const stat = await fs.stat(real);
+  if (!stat.isFile()) return [`NAR file ${url} is not a regular file`];
+  const problems: string[] = [];
+  // Checked apart from the stream, which may not get to the end of a damaged file.
+  if (n.fileSize !== undefined && stat.size !== n.fileSize) {
+    problems.push(`FileSize is ${n.fileSize} but ${url} has ${stat.size} bytes`);
+  }
+  const nar = await c.checkNar(real, n.compression);
+  if ('error' in nar) return [...problems, `NAR file ${url}: ${nar.error}`];
+  if (stated.fileHash && !stated.fileHash.equals(parseHash(nar.fileHash))) {
+    problems.push(`FileHash does not match ${url}, whose hash is ${nar.fileHash}`);
+  }
+  if (nar.narSize !== n.narSize) problems.push(`NarSize is ${n.narSize} but the NAR in ${url} has ${nar.narSize} bytes`);
+  if (stated.narHash && !stated.narHash.equals(parseHash(nar.narHash))) {
+    problems.push(`NarHash does not match the NAR in ${url}, whose hash is ${nar.narHash}`);
+  }
+  return problems;
+}
+
+/** The store directory the cache is for, from `nix-cache-info` (which Nix needs). */
+async function readStoreDir(cache: string, problems: VerifyProblem[]): Promise<string> {
+  let text: string;
+  try {
+    text = await fs.readFile(path.join(cache, 'nix-cache-info'), 'utf8');
+  } catch {
+    problems.push({ file: 'nix-cache-info', problem: 'missing or unreadable' });
+    return DEFAULT_STORE_DIR;
+  }
+  return /^StoreDir: (.*)$/m.exec(text)?.[1] ?? DEFAULT_STORE_DIR;
+}
+
+/** Every file below `nar/`, relative to the cache, except files being written. */
+async function listNarFiles(cache: string): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (rel: string) => {
+    let entries;
+    try {
+      entries = await fs.readdir(path.join(cache, rel), { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (e.name.startsWith(TEMP_PREFIX)) continue;
+      if (e.isDirectory()) await walk(`${rel}/${e.name}`);
+      else found.push(`${rel}/${e.name}`);
+    }
+  };
+  await walk('nar');
+  return found.sort();
+}
