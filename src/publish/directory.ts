@@ -1,9 +1,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { NarcacheError } from '../errors';
-import type { PackResult } from '../native';
-import { packPath, type PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination } from './destination';
+import type { Destination } from './destination';
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
@@ -17,9 +15,11 @@ const LAYOUT_DIRS = ['nar', 'realisations', 'log', 'debuginfo', 'build-trace-v2'
 /** A flat-file binary cache in a local directory, as `file://` reads it. */
 export class DirectoryDestination implements Destination {
   readonly location: string;
+  readonly packRoot: string;
 
   constructor(dir: string) {
     this.location = path.resolve(dir);
+    this.packRoot = this.location;
   }
 
   async open(storeDir: string): Promise<void> {
@@ -31,8 +31,14 @@ export class DirectoryDestination implements Destination {
       if (e.code === 'ENOENT') return undefined;
       throw writeError(e);
     });
-    if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(storeDir));
-    else checkCacheInfo(this.location, existing, storeDir);
+    if (existing === undefined) {
+      await writeFileAtomic(infoPath, `StoreDir: ${storeDir}\n`);
+      return;
+    }
+    const cacheStoreDir = /^StoreDir: (.*)$/m.exec(existing)?.[1];
+    if (cacheStoreDir !== undefined && cacheStoreDir !== storeDir) {
+      throw new NarcacheError(`${this.location} is a cache for store ${cacheStoreDir}, not ${storeDir}`);
+    }
   }
 
   async hasNarinfo(hashPart: string): Promise<boolean> {
@@ -40,11 +46,6 @@ export class DirectoryDestination implements Destination {
       () => true,
       () => false,
     );
-  }
-
-  /** The Rust core writes the file itself, under a temporary name until it is complete and durable. */
-  writeNar(source: string, options: PackPathOptions): Promise<PackResult> {
-    return packPath(source, this.location, options);
   }
 
   async writeNarinfo(hashPart: string, text: string): Promise<void> {
