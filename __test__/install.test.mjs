@@ -121,7 +121,7 @@ test('the tarballs hold what a user needs and nothing else', async (t) => {
   const forbidden = /^package\/(target|crates|src|__test__|npm|scripts|bench|examples|node_modules|\.ci)\/|\.node$|\.map$|(?<!\.d)\.(ts|mts|rs)$/;
   t.deepEqual(main.filter((f) => forbidden.test(f)), []);
   const allowed =
-    /^package\/((package\.json|README\.md|LICENSE|CHANGELOG\.md|index\.d\.ts|index\.mjs|index\.d\.mts|native\/index\.js|native\/index\.d\.ts)|dist\/[\w/-]+\.(js|d\.ts))$/;
+    /^package\/((package\.json|README\.md|LICENSE|CHANGELOG\.md|index\.d\.ts|index\.mjs|index\.d\.mts|native\/index\.js|native\/index\.d\.ts|nix\/mk-binary-cache\.nix)|dist\/[\w/-]+\.(js|d\.ts))$/;
   t.deepEqual(main.filter((f) => !allowed.test(f)), []);
   for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'dist/bin.js', 'native/index.js', 'native/index.d.ts', 'index.mjs', 'index.d.mts', 'index.d.ts', 'LICENSE', 'CHANGELOG.md']) {
     t.true(main.includes(`package/${f}`), `${f} is missing from ${path.basename(mainTarball)}`);
@@ -159,7 +159,7 @@ test('npx narcache --version and --help', async (t) => {
   const h = await runAsUser('npx', ['narcache', '--help'], { cwd: app.dir });
   t.is(h.code, 0, h.stderr);
   t.regex(h.stdout, /^Usage: narcache /);
-  t.regex(h.stdout, /\n {2}build \[options\] <paths\.\.\.>/);
+  t.regex(h.stdout, /\n {2}build \[options\] \[paths\.\.\.\]/);
 });
 
 test('npx narcache build writes a cache that Nix substitutes from', async (t) => {

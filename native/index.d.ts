@@ -9,6 +9,13 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** Abandons the pack calls it was given to; one token may serve many. */
+export declare class CancelToken {
+  constructor()
+  /** Stops every pack using this token at its next write. */
+  cancel(): void
+}
+
 /**
  * The size of the pieces the compressor's workers take in parallel (xz
  * block, zstd job), or 0 for `none`: a path of `n` NAR bytes can use at
@@ -38,8 +45,10 @@ export declare function nix32Encode(bytes: Buffer): string
  * Serialises the store path at `source` as a NAR, compresses it and writes
  * it to `<dest>/nar/<filehash>.nar.<ext>` (under a temporary name until it
  * is complete). Resolves to the hashes and sizes a narinfo needs.
+ * With `cancel`, a later `cancel.cancel()` abandons the work: the Promise
+ * rejects and no file is left behind.
  */
-export declare function pack(source: string, dest: string, options?: PackOptions | undefined | null): Promise<PackResult>
+export declare function pack(source: string, dest: string, options?: PackOptions | undefined | null, cancel?: CancelToken | undefined | null): Promise<PackResult>
 
 export interface PackedStream {
   packed: PackResult
@@ -93,9 +102,52 @@ export interface PackResult {
  * time, each once the Promise returned for the one before has resolved.
  * Resolves with the hashes and sizes, and the file's last bytes, which are
  * known only at the end. A rejection by `onChunk` stops packing and rejects
- * this Promise with its message.
+ * this Promise with its message; so does `cancel.cancel()`, as for `pack`.
  */
-export declare function packStream(source: string, chunkSize: number, onChunk: (chunk: Buffer) => Promise<void>, options?: PackOptions | undefined | null): Promise<PackedStream>
+export declare function packStream(source: string, chunkSize: number, onChunk: (chunk: Buffer) => Promise<void>, options?: PackOptions | undefined | null, cancel?: CancelToken | undefined | null): Promise<PackedStream>
+
+/**
+ * The closure of `roots` (full store paths) as Nix's SQLite database `db`
+ * (a `db.sqlite`) records it, read strictly read-only: no lock, nothing
+ * created or written beside the database, rows still in its WAL included.
+ * Resolves sorted by path.
+ */
+export declare function readStoreDb(db: string, roots: Array<string>): Promise<StoreDbPath[]>
+
+export interface ScannedPath {
+  /** Base name of the store path (`<hash>-<name>`). */
+  name: string
+  /** `sha256:<nix32>` of its NAR. */
+  narHash: string
+  narSize: number
+  /**
+   * Base names of the store paths whose hash parts its NAR contains,
+   * sorted; its own name when it refers to itself.
+   */
+  references: Array<string>
+}
+
+/**
+ * The closure of `roots` (base names of store paths in the directory
+ * `storeRoot`) found without metadata, as Nix finds a build's references:
+ * each path's NAR is searched for the hash parts of the store paths present
+ * in `storeRoot`, and the paths found are scanned in turn, on up to
+ * `threads` threads (default 1). NarHash and NarSize come from the same
+ * pass. Resolves sorted by name.
+ */
+export declare function scanStore(storeRoot: string, roots: Array<string>, threads?: number | undefined | null): Promise<ScannedPath[]>
+
+export interface StoreDbPath {
+  path: string
+  /** As the database stores it: `sha256:<base16>`. */
+  narHash: string
+  narSize: number
+  deriver?: string
+  ca?: string
+  sigs: Array<string>
+  /** Full store paths, sorted. */
+  references: Array<string>
+}
 
 /**
  * Reads the NAR file `file`, compressed as `compression` (`xz`, `zstd` or
@@ -119,7 +171,10 @@ export declare function verifyNarStream(compression: string, read: () => Promise
 export declare function verifyProgress(): VerifyProgress
 
 export interface VerifyProgress {
-  /** Bytes of NAR files read so far by verifyNar calls of this process. */
+  /**
+   * Bytes of NAR files read so far by verifyNar and verifyNarStream calls
+   * of this process.
+   */
   fileBytes: number
   /** NAR bytes decompressed and checked so far by those calls. */
   narBytes: number

@@ -835,12 +835,15 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.CancelToken = nativeBinding.CancelToken
 module.exports.compressionChunkSize = nativeBinding.compressionChunkSize
 module.exports.nix32Decode = nativeBinding.nix32Decode
 module.exports.nix32Encode = nativeBinding.nix32Encode
 module.exports.pack = nativeBinding.pack
 module.exports.packProgress = nativeBinding.packProgress
 module.exports.packStream = nativeBinding.packStream
+module.exports.readStoreDb = nativeBinding.readStoreDb
+module.exports.scanStore = nativeBinding.scanStore
 module.exports.verifyNar = nativeBinding.verifyNar
 module.exports.verifyNarStream = nativeBinding.verifyNarStream
 module.exports.verifyProgress = nativeBinding.verifyProgress

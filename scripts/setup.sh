@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(nix-bin)
+# nix-bin: closures and the tests against real Nix; ceph-*/radosgw: the S3 tests' local gateway;
+# python3, strace: the --db tests' lock holder, independent SQLite reader and system-call trace.
+apt_packages=(nix-bin ceph-mon ceph-osd radosgw ceph-common python3 strace)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

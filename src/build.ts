@@ -1,16 +1,16 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Closure, PathInfo } from './closure';
-import { NarcacheError } from './errors';
-import { compressionChunkSize, packProgress } from './native';
+import { InterruptedError, NarcacheError } from './errors';
+import { CancelToken, compressionChunkSize, packProgress } from './native';
 import { runWithBudget } from './schedule';
 import { formatNarinfo, narinfoFor } from './narinfo';
-import { packPath, type Compression } from './pack';
+import type { Compression } from './pack';
 import { plan } from './plan';
-import { DirectoryDestination } from './publish/directory';
+import { destinationAt } from './publish/open';
 import { signNarinfo, type SecretKey } from './signing';
 import type { Destination } from './publish/destination';
-import { closureFromNix } from './sources/nix';
+import { loadClosure, type ClosureSource } from './sources/load';
 import { DEFAULT_STORE_DIR, hashPart } from './store-path';
 
 export interface WriteOptions {
@@ -26,14 +26,26 @@ export interface WriteOptions {
   /** Each narinfo written carries one signature per key, besides those the store holds. */
   signKeys?: SecretKey[];
   onProgress?: (progress: BuildProgress) => void;
+  /**
+   * Aborting stops the build cleanly: packing in progress is abandoned
+   * (its temporary files removed), no further narinfo is written, and the
+   * promise rejects with an {@link InterruptedError}.
+   */
+  signal?: AbortSignal;
 }
 
 export interface BuildOptions extends WriteOptions {
-  /** Store paths, or symlinks into the store such as `./result`. */
+  /**
+   * Store paths, symlinks into the store such as `./result`, or paths below
+   * `storeRoot`; may be empty with a file source, which then gives the closure whole.
+   */
   paths: string[];
-  /** The cache directory. */
+  /** The cache: a directory, or an `s3://BUCKET[/PREFIX]?…` URL. */
   dest: string;
+  /** The logical store directory written into narinfos (default `/nix/store`). */
   storeDir?: string;
+  /** Where the closure's metadata comes from (default: the Nix command line). */
+  source?: ClosureSource;
 }
 
 export interface BuildProgress {
@@ -63,8 +75,15 @@ const PROGRESS_INTERVAL_MS = 200;
 
 /** Builds (or completes) a flat-file binary cache of the closure of `paths`. */
 export async function buildCache(options: BuildOptions): Promise<BuildSummary> {
-  const closure = await closureFromNix(options.paths, options.storeDir ?? DEFAULT_STORE_DIR);
-  return writeCache(closure, new DirectoryDestination(options.dest), options);
+  // The destination first: a bad URL is told before the closure is computed.
+  const dest = destinationAt(options.dest);
+  try {
+    const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
+    const closure = await loadClosure(options.source ?? { kind: 'nix' }, options.paths, { ...options, storeDir });
+    return await writeCache(closure, dest, options);
+  } finally {
+    dest.close();
+  }
 }
 
 /**
@@ -111,6 +130,7 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
     for (let progressed = true; progressed; ) {
       progressed = false;
       for (const [storePath, entry] of waiting) {
+        if (options.signal?.aborted) return;
         if (!entry.info.references.every((r) => r === storePath || published.has(r))) continue;
         await dest.writeNarinfo(hashPart(storePath), entry.text);
         waiting.delete(storePath);
@@ -123,17 +143,22 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   };
 
   let failure: unknown;
+  const cancel = new CancelToken();
+  const onAbort = () => cancel.cancel();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  const stopped = () => failure !== undefined || options.signal?.aborted === true;
   const chunk = compressionChunkSize(compression);
   // A path can keep as many compressor threads busy as it has chunks.
   const weightOf = (info: PathInfo) => (chunk ? Math.ceil(info.narSize / chunk) : 1);
   const packOne = async (info: PathInfo, threads: number) => {
     try {
       const source = path.join(storeRoot, path.posix.relative(closure.storeDir, info.path));
-      const file = await packPath(source, dest.packRoot, {
+      const file = await dest.writeNar(source, {
         compression,
         level: options.level,
         threads,
         expected: { narHash: info.narHash, narSize: info.narSize },
+        cancel,
       });
       fileBytes += file.fileSize;
       waiting.set(info.path, { info, text: formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? [])), fileSize: file.fileSize });
@@ -145,10 +170,12 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   };
   const timer = options.onProgress ? setInterval(() => report(), PROGRESS_INTERVAL_MS) : undefined;
   try {
-    await runWithBudget(todo, jobs, weightOf, packOne, () => failure !== undefined);
+    await runWithBudget(todo, jobs, weightOf, packOne, stopped);
   } finally {
     clearInterval(timer);
+    options.signal?.removeEventListener('abort', onAbort);
   }
+  if (options.signal?.aborted) throw new InterruptedError(progress.pathsDone);
   if (failure !== undefined) throw failure;
   report();
   return {

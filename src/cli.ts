@@ -6,9 +6,15 @@ import { formatSummary, progressReporter } from './report/progress';
 import { formatFindings, formatVerifySummary, verifyReporter } from './report/verify';
 import { signCache } from './sign-cache';
 import { formatPublicKey, keygen, parsePublicKey, readSecretKeyFile } from './signing';
+import type { ClosureSource } from './sources/load';
+import { DEFAULT_STORE_DIR } from './store-path';
 import { verifyCache } from './verify';
 
 // The CLI only parses flags and prints; all behaviour lives in the library.
+
+// Under Node < 22 the AWS SDK warns on every run that its releases of 2027 will need a newer
+// Node: advice for whoever packages narcache, noise in front of the user's output.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const { version } = require('../package.json') as { version: string };
 
@@ -24,6 +30,44 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
+interface BuildFlags {
+  output: string;
+  compression: Compression;
+  level?: number;
+  jobs?: number;
+  signKeyFile?: string[];
+  json?: boolean;
+  fromAttrs?: string;
+  fromRegistration?: string;
+  fromPathInfo?: string;
+  db?: string;
+  scan?: boolean;
+  storeDir: string;
+  storeRoot?: string;
+}
+
+const SOURCE_OPTIONS = ['fromAttrs', 'fromRegistration', 'fromPathInfo', 'db', 'scan'];
+
+/** An option that says where the closure comes from; at most one may be given. */
+function sourceOption(flags: string, description: string): Option {
+  const option = new Option(flags, description);
+  return option.conflicts(SOURCE_OPTIONS.filter((name) => name !== option.attributeName()));
+}
+
+function sourceOf(opts: BuildFlags): ClosureSource {
+  if (opts.fromAttrs !== undefined) return { kind: 'attrs', file: opts.fromAttrs };
+  if (opts.fromRegistration !== undefined) return { kind: 'registration', file: opts.fromRegistration };
+  if (opts.fromPathInfo !== undefined) return { kind: 'path-info', file: opts.fromPathInfo };
+  if (opts.db !== undefined) return { kind: 'db', db: opts.db };
+  if (opts.scan) return { kind: 'scan' };
+  return { kind: 'nix' };
+}
+
+function storeDirectory(value: string): string {
+  if (!value.startsWith('/')) throw new InvalidArgumentError('expected an absolute directory');
+  return value.replace(/(.)\/+$/, '$1');
+}
+
 const program = new Command('narcache')
   .description('Turn the closure of Nix store paths into a flat-file Nix binary cache.')
   .version(version, '-V, --version', 'print the version')
@@ -35,10 +79,18 @@ program
   .command('build')
   .description(
     'write the closure of PATHS (store paths, or symlinks into the store such as ./result) ' +
-      'as a binary cache in DIR; paths already in DIR are skipped, so re-running resumes',
+      'as a binary cache in a directory or an S3 bucket; paths already there are skipped, so re-running resumes',
   )
-  .argument('<paths...>', 'store paths or symlinks into the store')
-  .requiredOption('-o, --output <dir>', 'the cache directory (created if missing)')
+  .argument(
+    '[paths...]',
+    'store paths, symlinks into the store, or paths below --store-root; ' +
+      'optional with --from-attrs, --from-registration and --from-path-info, which then give the whole closure they hold',
+  )
+  .requiredOption(
+    '-o, --output <cache>',
+    'the cache: a directory (created if missing), or s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R&profile=P ' +
+      '(an existing bucket; parameters as Nix spells them, all optional, buffer-size=BYTES for the upload part size)',
+  )
   .addOption(
     new Option('-c, --compression <method>', 'how NAR files are compressed')
       .choices(['zstd', 'xz', 'none'])
@@ -48,9 +100,29 @@ program
   .option('-j, --jobs <n>', 'threads for packing: paths packed at once, a large path taking several (default: the CPU count)', integer(1))
   .option('--sign-key-file <file>', 'sign each narinfo written with this secret key (repeatable)', collect)
   .option('--json', 'print a JSON summary on stdout instead of the text summary')
-  .action(async (paths: string[], opts: { output: string; compression: Compression; level?: number; jobs?: number; signKeyFile?: string[]; json?: boolean }) => {
+  .addOption(sourceOption('--from-attrs <file>', "the closure from a derivation's .attrs.json (exportReferencesGraph with __structuredAttrs), without Nix; '-' reads stdin"))
+  .addOption(sourceOption('--from-registration <file>', "the closure from closureInfo's registration file or nix-store --dump-db output, without Nix; '-' reads stdin"))
+  .addOption(sourceOption('--from-path-info <file>', "the closure from nix path-info --json --recursive output (any Nix version), without Nix; '-' reads stdin"))
+  .addOption(
+    sourceOption(
+      '--db <path>',
+      "the closure from Nix's SQLite database (db.sqlite, or its directory such as /nix/var/nix/db), without Nix: " +
+        'read-only, no lock, nothing written beside it, rows still in its write-ahead log included',
+    ),
+  )
+  .addOption(
+    sourceOption(
+      '--scan',
+      'no metadata: find references as Nix does, by searching each path for the hashes of the store paths present, ' +
+        'and follow them to the closure (narinfos then have no Deriver, CA nor Sig)',
+    ),
+  )
+  .option('--store-dir <dir>', 'the logical store directory, written into narinfos', storeDirectory, DEFAULT_STORE_DIR)
+  .option('--store-root <dir>', "where the store's files are, if not at --store-dir: a chroot store's ROOT/nix/store, a mounted image")
+  .action(async (paths: string[], opts: BuildFlags) => {
     const signKeys = await Promise.all((opts.signKeyFile ?? []).map(readSecretKeyFile));
     const reporter = progressReporter(process.stderr);
+    const stop = stopOnSignals();
     try {
       const summary = await buildCache({
         paths,
@@ -60,12 +132,17 @@ program
         jobs: opts.jobs,
         signKeys,
         onProgress: reporter.onProgress,
+        signal: stop.signal,
+        source: sourceOf(opts),
+        storeDir: opts.storeDir,
+        storeRoot: opts.storeRoot,
       });
       reporter.done();
       if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
       else process.stderr.write(formatSummary(summary, opts.output));
     } finally {
       reporter.done();
+      stop.release();
     }
   });
 
@@ -87,15 +164,15 @@ program
 program
   .command('sign')
   .description(
-    'add a signature by each key to the narinfos of the cache in DIR that lack one, each narinfo replaced ' +
+    'add a signature by each key to the narinfos of CACHE (a directory or s3:// URL) that lack one, each narinfo replaced ' +
       'atomically; signing vouches for what the narinfos say, so verify the cache first',
   )
-  .argument('<dir>', 'the cache directory')
+  .argument('<cache>', 'the cache: a directory, or s3://BUCKET[/PREFIX]?… as for build -o')
   .requiredOption('--sign-key-file <file>', 'secret key to sign with (repeatable)', collect)
   .option('--json', 'print a JSON summary on stdout instead of the text summary')
-  .action(async (dir: string, opts: { signKeyFile: string[]; json?: boolean }) => {
+  .action(async (cache: string, opts: { signKeyFile: string[]; json?: boolean }) => {
     const keys = await Promise.all(opts.signKeyFile.map(readSecretKeyFile));
-    const summary = await signCache(dir, { keys });
+    const summary = await signCache(cache, { keys });
     if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
     else process.stderr.write(`narcache: signed ${summary.signed} narinfos, ${summary.alreadySigned} were signed already, in ${summary.cache}\n`);
   });
@@ -103,17 +180,17 @@ program
 program
   .command('verify')
   .description(
-    'check that the cache in DIR is sound: every narinfo parses, names a NAR file inside nar/ with the ' +
+    'check that CACHE (a directory or s3:// URL) is sound: every narinfo parses, names a NAR file inside nar/ with the ' +
       'FileSize and FileHash it states, that decompresses to a well-formed NAR with its NarSize and NarHash, ' +
       'and has narinfos for all its references; with keys, one valid signature by a trusted key. Prints one ' +
       'line per problem and lists NAR files no narinfo names (orphans, which are not problems); ' +
       'exits 0 only if there is no problem',
   )
-  .argument('<dir>', 'the cache directory')
+  .argument('<cache>', 'the cache: a directory, or s3://BUCKET[/PREFIX]?… as for build -o')
   .option('--trusted-public-key <key>', 'a public key (name:base64) whose signature is required (repeatable)', collect)
   .option('-j, --jobs <n>', 'NAR files checked at once (default: the CPU count)', integer(1))
   .option('--json', 'print the report as JSON on stdout instead of the text lines and summary')
-  .action(async (dir: string, opts: { trustedPublicKey?: string[]; jobs?: number; json?: boolean }) => {
+  .action(async (cache: string, opts: { trustedPublicKey?: string[]; jobs?: number; json?: boolean }) => {
     // A value may hold several keys, as trusted-public-keys in nix.conf does.
     const trustedPublicKeys = (opts.trustedPublicKey ?? [])
       .flatMap((v) => v.split(/\s+/).filter(Boolean))
@@ -121,7 +198,7 @@ program
     const reporter = verifyReporter(process.stderr);
     let report;
     try {
-      report = await verifyCache(dir, { trustedPublicKeys, jobs: opts.jobs, onProgress: reporter.onProgress });
+      report = await verifyCache(cache, { trustedPublicKeys, jobs: opts.jobs, onProgress: reporter.onProgress });
     } finally {
       reporter.done();
     }
@@ -133,9 +210,30 @@ program
     if (!report.ok) process.exitCode = 1;
   });
 
+const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
+let exitCodeForSignal: number | undefined;
+
+/**
+ * Turns the first SIGINT or SIGTERM into an abort, so the build stops
+ * cleanly; a second one exits at once.
+ */
+function stopOnSignals(): { signal: AbortSignal; release: () => void } {
+  const controller = new AbortController();
+  const handlers = Object.entries(SIGNAL_EXIT_CODES).map(([name, code]) => {
+    const handler = () => {
+      if (controller.signal.aborted) process.exit(code);
+      exitCodeForSignal = code;
+      controller.abort();
+    };
+    process.on(name, handler);
+    return () => process.off(name, handler);
+  });
+  return { signal: controller.signal, release: () => handlers.forEach((off) => off()) };
+}
+
 program.parseAsync(process.argv).catch((e: unknown) => {
   const message = e instanceof Error ? e.message : String(e);
   process.stderr.write(`narcache: ${message.split('\n')[0]}\n`);
   if (process.env.NARCACHE_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
-  process.exitCode = 1;
+  process.exitCode = exitCodeForSignal ?? 1;
 });

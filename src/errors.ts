@@ -5,3 +5,18 @@
 export class NarcacheError extends Error {
   override name = 'NarcacheError';
 }
+
+/** A build stopped on request; what it wrote is complete, and a re-run resumes. */
+export class InterruptedError extends NarcacheError {
+  override name = 'InterruptedError';
+
+  constructor(readonly written: number) {
+    super(`interrupted after writing ${written} paths; the cache holds only complete entries, and running the same command again resumes`);
+  }
+}
+
+/** A file that cannot be read, as one line naming it. */
+export function fileError(file: string, e: unknown): NarcacheError {
+  const code = (e as NodeJS.ErrnoException).code;
+  return new NarcacheError(`${file}: ${code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}`);
+}

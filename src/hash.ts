@@ -23,6 +23,41 @@ export function parseHash(text: string): Buffer {
   return bytes;
 }
 
+/** Bytes in a hash of each type Nix knows. */
+const HASH_BYTES: Record<string, number> = { md5: 16, sha1: 20, sha256: 32, sha512: 64 };
+
+/**
+ * Whether Nix reads `text` as a hash that names its type, as it requires in a
+ * narinfo's NarHash and FileHash (Hash::parseAnyPrefixed): `<type>:` then
+ * base16, nix32 or base64, or SRI `<type>-<base64>`. Bare hashes are not.
+ */
+export function isTypedHash(text: string): boolean {
+  const colon = text.indexOf(':');
+  const separator = colon >= 0 ? colon : text.indexOf('-');
+  return separator > 0 && isHashOfType(text.slice(separator + 1), text.slice(0, separator), colon < 0);
+}
+
+/**
+ * Whether Nix reads `body` as a hash of `type` (Hash::Hash): its length picks
+ * base16, nix32 or base64; an SRI hash is base64 whatever its length.
+ */
+export function isHashOfType(body: string, type: string, sri = false): boolean {
+  const bytes = Object.hasOwn(HASH_BYTES, type) ? HASH_BYTES[type] : undefined;
+  if (bytes === undefined) return false;
+  if (!sri && body.length === bytes * 2) return /^[0-9a-fA-F]+$/.test(body);
+  if (!sri && body.length === Math.ceil((bytes * 8) / 5)) {
+    try {
+      return nix32Decode(body).length === bytes;
+    } catch {
+      return false;
+    }
+  }
+  if (!sri && body.length !== Math.ceil(bytes / 3) * 4) return false;
+  // Nix's base64 decoder stops at the first '='.
+  const digits = body.split('=')[0];
+  return /^[A-Za-z0-9+/]*$/.test(digits) && Math.floor((digits.length * 6) / 8) === bytes;
+}
+
 /** A hash as narinfo files write it: `sha256:<nix32>`. */
 export function formatHash(bytes: Buffer): string {
   return `sha256:${nix32Encode(bytes)}`;
@@ -31,4 +66,13 @@ export function formatHash(bytes: Buffer): string {
 /** Any accepted form of a hash, rewritten as `sha256:<nix32>`. */
 export function normaliseHash(text: string): string {
   return formatHash(parseHash(text));
+}
+
+/** The NarHash that `origin` gives for `path`, rewritten as `sha256:<nix32>`; an invalid one is one line naming both. */
+export function narHashFrom(text: string, path: string, origin: string): string {
+  try {
+    return normaliseHash(text);
+  } catch {
+    throw new NarcacheError(`${origin}: invalid NAR hash for ${path}: ${JSON.stringify(text)}`);
+  }
 }

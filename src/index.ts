@@ -4,19 +4,27 @@
  */
 export { buildCache, writeCache } from './build';
 export type { BuildOptions, BuildProgress, BuildSummary, WriteOptions } from './build';
+export type { Cache, NarFile } from './cache';
+export { DirectoryCache } from './cache-dir';
 export type { Closure, PathInfo } from './closure';
-export { NarcacheError } from './errors';
+export { InterruptedError, NarcacheError } from './errors';
 export { formatHash, normaliseHash, parseHash } from './hash';
 export { formatNarinfo, narinfoFor, parseNarinfo } from './narinfo';
 export type { Narinfo } from './narinfo';
 export { nix32Decode, nix32Encode } from './native';
-export type { PackResult } from './native';
-export { packPath } from './pack';
+export type { PackedStream, PackResult } from './native';
+export { packChunks, packPath } from './pack';
 export type { Compression, PackPathOptions } from './pack';
 export { plan } from './plan';
 export type { Plan } from './plan';
 export type { Destination } from './publish/destination';
 export { DirectoryDestination } from './publish/directory';
+export { cacheAt, destinationAt } from './publish/open';
+export { S3Destination } from './publish/s3';
+export type { S3DestinationOptions } from './publish/s3';
+export { S3Cache } from './publish/s3-cache';
+export { parseS3Url } from './publish/s3-location';
+export type { S3Location } from './publish/s3-location';
 export { signCache } from './sign-cache';
 export type { SignCacheOptions, SignSummary } from './sign-cache';
 export {
@@ -35,9 +43,14 @@ export {
   verifySignature,
 } from './signing';
 export type { KeygenOptions, ParsedSignature, PublicKey, SecretKey } from './signing';
+export { parseAttrsJson } from './sources/attrs';
+export { closureFromDb } from './sources/db';
+export { loadClosure } from './sources/load';
+export type { ClosureSource, LoadOptions } from './sources/load';
 export { closureFromNix, resolveToStorePath } from './sources/nix';
 export { parsePathInfoJson } from './sources/path-info';
 export { parseRegistration } from './sources/registration';
+export { closureFromScan } from './sources/scan';
 export { DEFAULT_STORE_DIR, hashPart } from './store-path';
 export { verifyCache } from './verify';
 export type { VerifyOptions, VerifyProblem, VerifyProgress, VerifyReport } from './verify';

@@ -1,6 +1,7 @@
 import type { PathInfo } from './closure';
 import { NarcacheError } from './errors';
-import { baseName } from './store-path';
+import { isHashOfType, isTypedHash } from './hash';
+import { baseName, isStorePathName } from './store-path';
 
 /** One narinfo file: what a binary cache says about one store path. */
 export interface Narinfo {
@@ -64,48 +65,75 @@ export function formatNarinfo(n: Narinfo): string {
 const SIZE = /^\d+$/;
 
 /**
- * Reads a narinfo. Like Nix it ignores unknown keys and reads a missing
- * Compression as bzip2; a missing required field, a duplicated one, or a
- * malformed line is an error naming `origin`.
+ * Reads a narinfo, accepting only text that Nix reads the same way
+ * (NixOS/nix src/libstore/nar-info.cc): like Nix it ignores unknown keys and
+ * reads a missing or empty Compression as bzip2. Nix takes a key up to the first ':',
+ * skips the next character and reads the value up to the next newline, so a
+ * missing final newline (a truncated file), an empty line (Nix would swallow
+ * the next line into it) or a ':' not followed by a space is refused, as is
+ * anything Nix cannot parse: a hash without its type, a size it cannot hold,
+ * a Deriver, reference or CA that is not one. A missing required field, a
+ * duplicated one or a malformed line is an error naming `origin`.
  */
 export function parseNarinfo(text: string, origin = 'narinfo'): Narinfo {
+  const fail = (what: string) => new NarcacheError(`${origin}: ${what}`);
+  if (!text.endsWith('\n')) throw fail('does not end with a newline (truncated?)');
   const fields = new Map<string, string>();
   const sigs: string[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line === '') return;
-    const colon = line.indexOf(': ');
-    if (colon <= 0) throw new NarcacheError(`${origin}: line ${i + 1} is not "Key: value"`);
-    const key = line.slice(0, colon);
-    const value = line.slice(colon + 2);
-    if (key === 'Sig') return void sigs.push(value);
-    if (fields.has(key)) throw new NarcacheError(`${origin}: field ${key} appears twice`);
-    fields.set(key, value);
-  });
+  text
+    .slice(0, -1)
+    .split('\n')
+    .forEach((line, i) => {
+      const colon = line.indexOf(':');
+      if (colon <= 0 || line[colon + 1] !== ' ') throw fail(`line ${i + 1} is not "Key: value"`);
+      const key = line.slice(0, colon);
+      const value = line.slice(colon + 2);
+      if (key === 'Sig') return void sigs.push(value);
+      if (fields.has(key)) throw fail(`field ${key} appears twice`);
+      fields.set(key, value);
+    });
   const required = (key: string): string => {
     const v = fields.get(key);
-    if (v === undefined) throw new NarcacheError(`${origin}: field ${key} is missing`);
+    if (v === undefined) throw fail(`field ${key} is missing`);
     return v;
   };
   const size = (key: string, v: string): number => {
-    if (!SIZE.test(v)) throw new NarcacheError(`${origin}: ${key} is not a number: ${JSON.stringify(v)}`);
-    return Number(v);
+    if (!SIZE.test(v)) throw fail(`${key} is not a number: ${JSON.stringify(v)}`);
+    const n = Number(v);
+    if (!Number.isSafeInteger(n)) throw fail(`${key} is too large: ${v}`);
+    return n;
+  };
+  const hash = (key: string, v: string): string => {
+    if (!isTypedHash(v)) throw fail(`${key} is not a hash with its type: ${JSON.stringify(v)}`);
+    return v;
   };
   const fileSize = fields.get('FileSize');
-  const references = fields.get('References');
+  const references = (fields.get('References') ?? '').split(' ').filter(Boolean);
+  const badReference = references.find((r) => !isStorePathName(r));
+  if (badReference !== undefined) throw fail(`reference ${JSON.stringify(badReference)} is not a store path name`);
   const deriver = fields.get('Deriver');
+  const hasDeriver = deriver !== undefined && deriver !== 'unknown-deriver';
+  if (hasDeriver && !isStorePathName(deriver)) throw fail(`Deriver ${JSON.stringify(deriver)} is not a store path name`);
   const fileHash = fields.get('FileHash');
   const ca = fields.get('CA');
+  if (ca && !isContentAddress(ca)) throw fail(`CA ${JSON.stringify(ca)} is not a content address`);
   return {
     storePath: required('StorePath'),
     url: required('URL'),
-    compression: fields.get('Compression') ?? 'bzip2',
-    ...(fileHash ? { fileHash } : {}),
+    compression: fields.get('Compression') || 'bzip2',
+    ...(fileHash !== undefined ? { fileHash: hash('FileHash', fileHash) } : {}),
     ...(fileSize !== undefined ? { fileSize: size('FileSize', fileSize) } : {}),
-    narHash: required('NarHash'),
+    narHash: hash('NarHash', required('NarHash')),
     narSize: size('NarSize', required('NarSize')),
-    references: references ? references.split(' ').filter(Boolean) : [],
-    ...(deriver && deriver !== 'unknown-deriver' ? { deriver } : {}),
+    references,
+    ...(hasDeriver ? { deriver } : {}),
     sigs,
     ...(ca ? { ca } : {}),
   };
+}
+
+/** Whether Nix reads `ca` as a content address: `text:sha256:<hash>` or `fixed:[r:]<type>:<hash>`. */
+function isContentAddress(ca: string): boolean {
+  const m = /^(?:text:(sha256)|fixed:(?:r:)?(\w+)):(.*)$/.exec(ca);
+  return m !== null && isHashOfType(m[3], m[1] ?? m[2]);
 }

@@ -17,13 +17,17 @@ function load(): typeof Binding {
   }
 }
 
+export type CancelToken = Binding.CancelToken;
 export const {
+  CancelToken,
   compressionChunkSize,
   nix32Decode,
   nix32Encode,
   pack,
   packProgress,
   packStream,
+  readStoreDb,
+  scanStore,
   verifyNar,
   verifyNarStream,
   verifyProgress,

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as os from 'node:os';
-import { pack, type PackResult } from './native';
+import { pack, packStream, type CancelToken, type PackedStream, type PackOptions, type PackResult } from './native';
 
 export type Compression = 'zstd' | 'xz' | 'none';
 
@@ -12,6 +12,8 @@ export interface PackPathOptions {
   threads?: number;
   /** What the store records; a NAR that differs is refused. */
   expected?: { narHash: string; narSize: number };
+  /** Cancelling it abandons the pack and leaves no file behind. */
+  cancel?: CancelToken;
 }
 
 /**
@@ -20,11 +22,30 @@ export interface PackPathOptions {
  */
 export async function packPath(source: string, dest: string, options: PackPathOptions = {}): Promise<PackResult> {
   await fs.mkdir(path.join(dest, 'nar'), { recursive: true });
-  return pack(source, dest, {
+  return pack(source, dest, nativeOptions(options), options.cancel);
+}
+
+/**
+ * Packs the store path at `source` as packPath does, but hands the
+ * compressed file to `onChunk` as it is produced, in pieces of `chunkSize`
+ * bytes; the packer waits for each Promise, so the consumer sets the pace.
+ * The file's last bytes come with the result, when its hash is known.
+ */
+export function packChunks(
+  source: string,
+  chunkSize: number,
+  onChunk: (chunk: Buffer) => Promise<void>,
+  options: PackPathOptions = {},
+): Promise<PackedStream> {
+  return packStream(source, chunkSize, onChunk, nativeOptions(options), options.cancel);
+}
+
+function nativeOptions(options: PackPathOptions): PackOptions {
+  return {
     compression: options.compression ?? 'zstd',
     level: options.level,
     threads: options.threads ?? os.availableParallelism(),
     expectedNarHash: options.expected?.narHash,
     expectedNarSize: options.expected?.narSize,
-  });
+  };
 }

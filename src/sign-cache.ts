@@ -1,8 +1,7 @@
-import * as path from 'node:path';
-import { listNarinfoFiles, readNarinfoFile } from './cache-dir';
+import type { Cache } from './cache';
 import { NarcacheError } from './errors';
 import { formatNarinfo, type Narinfo } from './narinfo';
-import { writeFileAtomic } from './publish/directory';
+import { withCache } from './publish/open';
 import { runWithBudget } from './schedule';
 import { signNarinfo, type SecretKey } from './signing';
 
@@ -20,20 +19,24 @@ export interface SignSummary {
   seconds: number;
 }
 
-// Each narinfo is made durable before it is renamed: the disk, not the CPU, sets the pace.
+// Each narinfo is made durable before it is renamed (or PUT over the network): the disk or
+// the round trips, not the CPU, set the pace.
 const CONCURRENCY = 16;
 
 /**
  * Adds a signature by each key to every narinfo of the cache at `location`
- * that lacks it. A narinfo is rewritten as Nix writes one (unknown fields
- * dropped), and replaced atomically. Signing vouches for what the narinfos
- * say: check the cache with verifyCache first.
+ * (a directory, or an `s3://` URL) that lacks it. A narinfo is rewritten as
+ * Nix writes one (unknown fields dropped), and replaced atomically. Signing
+ * vouches for what the narinfos say: check the cache with verifyCache first.
  */
-export async function signCache(location: string, options: SignCacheOptions): Promise<SignSummary> {
-  const started = performance.now();
+export async function signCache(location: string | Cache, options: SignCacheOptions): Promise<SignSummary> {
   if (!options.keys.length) throw new NarcacheError('no signing key given');
-  const cache = path.resolve(location);
-  const files = await listNarinfoFiles(cache);
+  return withCache(location, (cache) => sign(cache, options));
+}
+
+async function sign(cache: Cache, options: SignCacheOptions): Promise<SignSummary> {
+  const started = performance.now();
+  const files = await cache.narinfoFiles();
   let signed = 0;
   let failure: unknown;
   await runWithBudget(
@@ -44,7 +47,7 @@ export async function signCache(location: string, options: SignCacheOptions): Pr
       try {
         const withSigs = await signedNarinfo(cache, file, options.keys);
         if (!withSigs) return;
-        await writeFileAtomic(path.join(cache, file), formatNarinfo(withSigs));
+        await cache.writeNarinfo(file.slice(0, -'.narinfo'.length), formatNarinfo(withSigs));
         signed++;
       } catch (e) {
         failure ??= e;
@@ -54,7 +57,7 @@ export async function signCache(location: string, options: SignCacheOptions): Pr
   );
   if (failure !== undefined) throw failure;
   return {
-    cache,
+    cache: cache.location,
     narinfos: files.length,
     signed,
     alreadySigned: files.length - signed,
@@ -63,12 +66,12 @@ export async function signCache(location: string, options: SignCacheOptions): Pr
 }
 
 /** The narinfo with the signatures it lacks, or undefined if it lacks none. */
-async function signedNarinfo(cache: string, file: string, keys: SecretKey[]): Promise<Narinfo | undefined> {
+async function signedNarinfo(cache: Cache, file: string, keys: SecretKey[]): Promise<Narinfo | undefined> {
   try {
-    const narinfo = await readNarinfoFile(cache, file);
+    const narinfo = await cache.readNarinfo(file);
     const withSigs = signNarinfo(narinfo, keys);
     return withSigs === narinfo ? undefined : withSigs;
   } catch (e) {
-    throw new NarcacheError(`${path.join(cache, file)}: ${(e as Error).message}`);
+    throw new NarcacheError(`${cache.location}/${file}: ${(e as Error).message}`);
   }
 }

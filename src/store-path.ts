@@ -6,6 +6,8 @@ export const DEFAULT_STORE_DIR = '/nix/store';
 const HASH_PART = /^[0-9a-df-np-sv-z]{32}$/;
 // Nix's rule for the name part of a store path.
 const NAME = /^[A-Za-z0-9+\-._?=]+$/;
+// Nix refuses longer names (src/libstore/path.cc, checkName).
+const MAX_NAME = 211;
 
 /** The base name of a store path: `<hash>-<name>`. */
 export function baseName(storePath: string): string {
@@ -19,9 +21,13 @@ export function hashPart(storePath: string): string {
 
 /** Whether `p` is exactly a store path `<storeDir>/<hash>-<name>`. */
 export function isStorePath(p: string, storeDir: string): boolean {
-  if (path.posix.dirname(p) !== storeDir) return false;
-  const base = baseName(p);
-  return HASH_PART.test(base.slice(0, 32)) && base[32] === '-' && NAME.test(base.slice(33)) && !base.startsWith('.');
+  return path.posix.dirname(p) === storeDir && isStorePathName(baseName(p));
+}
+
+/** Whether `base` is the base name `<hash>-<name>` of a store path, by Nix's rules. */
+export function isStorePathName(base: string): boolean {
+  const name = base.slice(33);
+  return HASH_PART.test(base.slice(0, 32)) && base[32] === '-' && NAME.test(name) && name.length <= MAX_NAME;
 }
 
 /** Checks `p` is a store path and returns it. */

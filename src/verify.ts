@@ -1,12 +1,10 @@
-import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
-import * as path from 'node:path';
+import type { Cache, NarFile } from './cache';
 import { NarcacheError } from './errors';
 import { parseHash } from './hash';
-import { verifyNar, verifyProgress, type NarCheck } from './native';
+import { verifyProgress, type NarCheck } from './native';
 import type { Narinfo } from './narinfo';
-import { listNarinfoFiles, readNarinfoFile } from './cache-dir';
-import { TEMP_PREFIX } from './publish/directory';
+import { withCache } from './publish/open';
 import { runWithBudget } from './schedule';
 import { fingerprint, parseSignature, verifySignature, type PublicKey } from './signing';
 import { DEFAULT_STORE_DIR, hashPart, isStorePath } from './store-path';
@@ -69,18 +67,21 @@ const PROGRESS_INTERVAL_MS = 200;
 type NarOutcome = NarCheck | { error: string };
 
 /**
- * Checks that a flat-file binary cache is true, in two passes over its
- * narinfos: the first learns which store path each describes (for the
- * references and for orphans), the second checks each narinfo in full,
- * streaming the NAR it names through the Rust core.
+ * Checks that a flat-file binary cache (a directory, or an `s3://` URL) is
+ * true, in two passes over its narinfos: the first learns which store path
+ * each describes (for the references and for orphans), the second checks
+ * each narinfo in full, streaming the NAR it names through the Rust core.
  */
-export async function verifyCache(location: string, options: VerifyOptions = {}): Promise<VerifyReport> {
+export function verifyCache(location: string | Cache, options: VerifyOptions = {}): Promise<VerifyReport> {
+  return withCache(location, (cache) => verify(cache, options));
+}
+
+async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyReport> {
   const started = performance.now();
   const jobs = options.jobs ?? os.availableParallelism();
   if (!Number.isInteger(jobs) || jobs < 1) throw new NarcacheError(`--jobs must be a positive integer, not ${jobs}`);
   const trusted = options.trustedPublicKeys ?? [];
-  const cache = path.resolve(location);
-  const narinfoFiles = await listNarinfoFiles(cache);
+  const narinfoFiles = await cache.narinfoFiles();
   const problems: VerifyProblem[] = [];
   const storeDir = await readStoreDir(cache, problems);
 
@@ -88,7 +89,7 @@ export async function verifyCache(location: string, options: VerifyOptions = {})
   const storePaths = new Map<string, string | undefined>();
   const named = new Map<string, number>();
   await runWithBudget(narinfoFiles, INDEX_CONCURRENCY, () => 1, async (file) => {
-    const n = await readNarinfoFile(cache, file).catch(() => undefined);
+    const n = await cache.readNarinfo(file).catch(() => undefined);
     storePaths.set(file.slice(0, -'.narinfo'.length), n?.storePath);
     const url = n && narUrl(n.url);
     if (url && typeof url === 'string') named.set(url, n.fileSize ?? 0);
@@ -114,11 +115,11 @@ export async function verifyCache(location: string, options: VerifyOptions = {})
   const narChecks = new Map<string, Promise<NarOutcome>>();
   let narBytes = 0;
   let fileBytes = 0;
-  const checkNar = (file: string, compression: string): Promise<NarOutcome> => {
-    const key = `${compression}\0${file}`;
+  const checkNar = (file: NarFile, compression: string): Promise<NarOutcome> => {
+    const key = `${compression}\0${file.id}`;
     let check = narChecks.get(key);
     if (!check) {
-      check = verifyNar(file, compression).then(
+      check = file.check(compression).then(
         (r) => {
           narBytes += r.narSize;
           fileBytes += r.fileSize;
@@ -131,8 +132,7 @@ export async function verifyCache(location: string, options: VerifyOptions = {})
     return check;
   };
 
-  const narDir = await fs.realpath(path.join(cache, 'nar')).catch(() => path.join(cache, 'nar'));
-  const context: CheckContext = { cache, narDir, storeDir, storePaths, trusted, checkNar };
+  const context: CheckContext = { cache, storeDir, storePaths, trusted, checkNar };
   let valid = 0;
   const timer = options.onProgress ? setInterval(report, PROGRESS_INTERVAL_MS) : undefined;
   try {
@@ -148,11 +148,11 @@ export async function verifyCache(location: string, options: VerifyOptions = {})
   }
   report();
 
-  const orphans = (await listNarFiles(cache)).filter((f) => !named.has(f));
+  const orphans = (await cache.narFiles()).filter((f) => !named.has(f));
   problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   return {
     ok: problems.length === 0,
-    cache,
+    cache: cache.location,
     narinfos: narinfoFiles.length,
     valid,
     narFiles: narChecks.size,
@@ -165,20 +165,18 @@ export async function verifyCache(location: string, options: VerifyOptions = {})
 }
 
 interface CheckContext {
-  cache: string;
-  /** `nar/` with symlinks resolved. */
-  narDir: string;
+  cache: Cache;
   storeDir: string;
   storePaths: Map<string, string | undefined>;
   trusted: PublicKey[];
-  checkNar: (file: string, compression: string) => Promise<NarOutcome>;
+  checkNar: (file: NarFile, compression: string) => Promise<NarOutcome>;
 }
 
 /** Everything wrong with one narinfo and the NAR file it names. */
 async function checkNarinfo(c: CheckContext, file: string): Promise<VerifyProblem[]> {
   let n: Narinfo;
   try {
-    n = await readNarinfoFile(c.cache, file);
+    n = await c.cache.readNarinfo(file);
   } catch (e) {
     return [{ file, problem: (e as Error).message }];
   }
@@ -266,8 +264,9 @@ function narUrl(url: string): string | { outside: string } {
 }
 
 /**
- * Checks the NAR file against the narinfo. It must be a regular file that
- * does not lead out of `nar/`, and is streamed once through the Rust core.
+ * Checks the NAR file against the narinfo. It must be a file the cache can
+ * read (for a directory: a regular file that does not lead out of `nar/`),
+ * and is streamed once through the Rust core.
  */
 async function checkNarFile(
   c: CheckContext,
@@ -275,22 +274,14 @@ async function checkNarFile(
   url: string,
   stated: { fileHash?: Buffer; narHash?: Buffer },
 ): Promise<string[]> {
-  let real: string;
-  try {
-    real = await fs.realpath(path.join(c.cache, url));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    return [code === 'ENOENT' ? `NAR file ${url} is missing` : `NAR file ${url}: ${(e as Error).message}`];
-  }
-  if (!real.startsWith(c.narDir + path.sep)) return [`NAR file ${url} leads outside nar/ (to ${real})`];
-  const stat = await fs.stat(real);
-  if (!stat.isFile()) return [`NAR file ${url} is not a regular file`];
+  const found = await c.cache.narFile(url);
+  if ('problem' in found) return [`NAR file ${url} ${found.problem}`];
   const problems: string[] = [];
   // Checked apart from the stream, which may not get to the end of a damaged file.
-  if (n.fileSize !== undefined && stat.size !== n.fileSize) {
-    problems.push(`FileSize is ${n.fileSize} but ${url} has ${stat.size} bytes`);
+  if (n.fileSize !== undefined && found.size !== n.fileSize) {
+    problems.push(`FileSize is ${n.fileSize} but ${url} has ${found.size} bytes`);
   }
-  const nar = await c.checkNar(real, n.compression);
+  const nar = await c.checkNar(found, n.compression);
   if ('error' in nar) return [...problems, `NAR file ${url}: ${nar.error}`];
   if (stated.fileHash && !stated.fileHash.equals(parseHash(nar.fileHash))) {
     problems.push(`FileHash does not match ${url}, whose hash is ${nar.fileHash}`);
@@ -303,33 +294,11 @@ async function checkNarFile(
 }
 
 /** The store directory the cache is for, from `nix-cache-info` (which Nix needs). */
-async function readStoreDir(cache: string, problems: VerifyProblem[]): Promise<string> {
-  let text: string;
-  try {
-    text = await fs.readFile(path.join(cache, 'nix-cache-info'), 'utf8');
-  } catch {
+async function readStoreDir(cache: Cache, problems: VerifyProblem[]): Promise<string> {
+  const text = await cache.readCacheInfo();
+  if (text === undefined) {
     problems.push({ file: 'nix-cache-info', problem: 'missing or unreadable' });
     return DEFAULT_STORE_DIR;
   }
   return /^StoreDir: (.*)$/m.exec(text)?.[1] ?? DEFAULT_STORE_DIR;
-}
-
-/** Every file below `nar/`, relative to the cache, except files being written. */
-async function listNarFiles(cache: string): Promise<string[]> {
-  const found: string[] = [];
-  const walk = async (rel: string) => {
-    let entries;
-    try {
-      entries = await fs.readdir(path.join(cache, rel), { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      if (e.name.startsWith(TEMP_PREFIX)) continue;
-      if (e.isDirectory()) await walk(`${rel}/${e.name}`);
-      else found.push(`${rel}/${e.name}`);
-    }
-  };
-  await walk('nar');
-  return found.sort();
 }

@@ -202,3 +202,20 @@ export function printable(snapshot) {
   for (const [k, v] of snapshot) o[k] = describeEntry(v);
   return o;
 }
+
+/** A narinfo without the lines whose keys are in `keys` (a Set), byte for byte otherwise. */
+export function withoutFields(text, keys) {
+  return narinfoLines(text)
+    .filter(([k]) => !keys.has(k))
+    .map(([k, v]) => `${k}: ${v}\n`)
+    .join('');
+}
+
+/** Map(relative path → sha256 hex of the file, or the type of anything else) for everything below dir. */
+export async function contentSnapshot(dir) {
+  const out = new Map();
+  for (const [rel, v] of await listTree(dir)) {
+    out.set(rel, v.type === 'file' ? `file ${(await hashFile(path.join(dir, rel))).hex}` : v.type);
+  }
+  return out;
+}

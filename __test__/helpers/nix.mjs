@@ -303,7 +303,8 @@ export async function nixGenerateKey(name, dir) {
 }
 
 /**
- * Substitute `rootPaths` (and their closure) from the flat-file cache `cacheDir` into a
+ * Substitute `rootPaths` (and their closure) from the flat-file cache `cacheDir` (a
+ * directory, or the URL of a cache served over HTTP) into a
  * FRESH chroot store, then `nix store verify --all` on it.
  *   - no trustedPublicKey: copy with --no-check-sigs, verify with --no-trust;
  *   - trustedPublicKey 'name:base64': signatures enforced on copy and on verify.
@@ -319,7 +320,10 @@ export async function substitute(cacheDir, rootPaths, { trustedPublicKey, readOn
   let args = [
     'copy',
     '--from',
-    `file://${cacheDir}`,
+    ...(/^https?:\/\//.test(cacheDir)
+      ? // Nix remembers what an HTTP cache had (~/.cache/nix): ask it afresh each time.
+        [cacheDir, '--option', 'narinfo-cache-positive-ttl', '0', '--option', 'narinfo-cache-negative-ttl', '0']
+      : [`file://${cacheDir}`]),
     '--to',
     store,
     ...(trustedPublicKey ? keyArgs : ['--no-check-sigs']),
@@ -341,4 +345,44 @@ export async function substitute(cacheDir, rootPaths, { trustedPublicKey, readOn
     verify = { code: v.code, stderr: v.stderr };
   }
   return { copy, verify, store };
+}
+
+// ---------------------------------------------------------------------------------------
+// chroot stores and their databases
+
+/** `nix copy` the closure of `paths` from the local store into the chroot store `store` (created if missing). */
+export async function nixCopyToStore(store, paths) {
+  await runOk('nix', ['copy', '--no-check-sigs', '--to', store, ...paths]);
+}
+
+/** Where a chroot store `<store>` keeps its files and its database. */
+export function chrootLayout(store) {
+  return { storeRoot: path.join(store, 'nix', 'store'), dbDir: path.join(store, 'nix', 'var', 'nix', 'db') };
+}
+
+/**
+ * Keeps the database of the chroot store `store` open in a running Nix process,
+ * `nix-store --serve` (it opens the store, then waits for commands on stdin). While it
+ * runs, another Nix process that registers paths is never the last to close the database,
+ * so it does not checkpoint: its rows stay in db.sqlite-wal, as a running Nix leaves them.
+ * Resolves once the database is open (its -shm file exists); stop() kills the process
+ * with SIGKILL, so that it does not checkpoint either.
+ */
+export async function holdStoreOpen(store) {
+  const child = spawn('nix-store', ['--store', store, '--serve'], { env: nixEnv, stdio: ['pipe', 'ignore', 'pipe'] });
+  const exited = new Promise((resolve) => child.on('close', resolve));
+  const shm = path.join(chrootLayout(store).dbDir, 'db.sqlite-shm');
+  for (let waited = 0; !fs.existsSync(shm); waited += 50) {
+    if (waited > 20000 || child.exitCode !== null) {
+      child.kill('SIGKILL');
+      throw new Error(`nix-store --store ${store} --serve did not open the database`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    async stop() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
 }

@@ -1,3 +1,7 @@
+import { NarcacheError } from '../errors';
+import type { PackResult } from '../native';
+import type { PackPathOptions } from '../pack';
+
 /**
  * Where a cache is published. Planning, packing and publishing speak only
  * to this interface, not to a particular kind of storage.
@@ -5,11 +9,30 @@
 export interface Destination {
   /** How to name this destination in messages. */
   readonly location: string;
-  /** The local directory under whose `nar/` the packer writes NAR files. */
-  readonly packRoot: string;
   /** Creates the cache layout and `nix-cache-info`, or checks those present. */
   open(storeDir: string): Promise<void>;
   hasNarinfo(hashPart: string): Promise<boolean>;
+  /**
+   * Packs the store path at `source` and stores its NAR file under the
+   * name the result's `url` gives; resolves only once the file is complete
+   * there, and leaves nothing under that name if it fails.
+   */
+  writeNar(source: string, options: PackPathOptions): Promise<PackResult>;
   /** Publishes a narinfo atomically: readers see all of it or nothing. */
   writeNarinfo(hashPart: string, text: string): Promise<void>;
+  /** Lets go of what the destination holds open (connections) once it is no longer used. */
+  close(): void;
+}
+
+/** The `nix-cache-info` of a new cache, as Nix writes it. */
+export function cacheInfoText(storeDir: string): string {
+  return `StoreDir: ${storeDir}\n`;
+}
+
+/** Refuses to add paths of `storeDir` to a cache whose `nix-cache-info` names another store. */
+export function checkCacheInfo(location: string, cacheInfo: string, storeDir: string): void {
+  const cacheStoreDir = /^StoreDir: (.*)$/m.exec(cacheInfo)?.[1];
+  if (cacheStoreDir !== undefined && cacheStoreDir !== storeDir) {
+    throw new NarcacheError(`${location} is a cache for store ${cacheStoreDir}, not ${storeDir}`);
+  }
 }

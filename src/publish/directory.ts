@@ -1,7 +1,9 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { NarcacheError } from '../errors';
-import type { Destination } from './destination';
+import type { PackResult } from '../native';
+import { packPath, type PackPathOptions } from '../pack';
+import { cacheInfoText, checkCacheInfo, type Destination } from './destination';
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
@@ -15,11 +17,9 @@ const LAYOUT_DIRS = ['nar', 'realisations', 'log', 'debuginfo', 'build-trace-v2'
 /** A flat-file binary cache in a local directory, as `file://` reads it. */
 export class DirectoryDestination implements Destination {
   readonly location: string;
-  readonly packRoot: string;
 
   constructor(dir: string) {
     this.location = path.resolve(dir);
-    this.packRoot = this.location;
   }
 
   async open(storeDir: string): Promise<void> {
@@ -31,14 +31,8 @@ export class DirectoryDestination implements Destination {
       if (e.code === 'ENOENT') return undefined;
       throw writeError(e);
     });
-    if (existing === undefined) {
-      await writeFileAtomic(infoPath, `StoreDir: ${storeDir}\n`);
-      return;
-    }
-    const cacheStoreDir = /^StoreDir: (.*)$/m.exec(existing)?.[1];
-    if (cacheStoreDir !== undefined && cacheStoreDir !== storeDir) {
-      throw new NarcacheError(`${this.location} is a cache for store ${cacheStoreDir}, not ${storeDir}`);
-    }
+    if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(storeDir));
+    else checkCacheInfo(this.location, existing, storeDir);
   }
 
   async hasNarinfo(hashPart: string): Promise<boolean> {
@@ -48,9 +42,17 @@ export class DirectoryDestination implements Destination {
     );
   }
 
+  /** The Rust core writes the file itself, under a temporary name until it is complete and durable. */
+  writeNar(source: string, options: PackPathOptions): Promise<PackResult> {
+    return packPath(source, this.location, options);
+  }
+
   async writeNarinfo(hashPart: string, text: string): Promise<void> {
     await writeFileAtomic(this.narinfoPath(hashPart), text);
   }
+
+  /** Nothing stays open between writes. */
+  close(): void {}
 
   private narinfoPath(hashPart: string): string {
     return path.join(this.location, `${hashPart}.narinfo`);

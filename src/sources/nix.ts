@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Closure, PathInfo } from '../closure';
-import { NarcacheError } from '../errors';
+import { fileError, NarcacheError } from '../errors';
 import { DEFAULT_STORE_DIR, isStorePath } from '../store-path';
 import { parsePathInfoJson } from './path-info';
 import { parseRegistration } from './registration';
@@ -68,11 +68,6 @@ function topLevelStorePath(p: string, storeDir: string): string | undefined {
   if (!p.startsWith(storeDir + '/')) return undefined;
   const top = path.join(storeDir, p.slice(storeDir.length + 1).split('/')[0]);
   return isStorePath(top, storeDir) ? top : undefined;
-}
-
-function fileError(arg: string, e: unknown): NarcacheError {
-  const code = (e as NodeJS.ErrnoException).code;
-  return new NarcacheError(`${arg}: ${code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}`);
 }
 
 /** Runs a Nix command and returns its stdout; its failure becomes one line. */

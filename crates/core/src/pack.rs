@@ -5,7 +5,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -32,6 +32,9 @@ pub struct PackOptions {
     /// path is refused and nothing is left in the cache.
     pub expected: Option<NarIdentity>,
     pub progress: Option<Progress>,
+    /// Set from another thread to abandon packing: the pass stops at its
+    /// next write and leaves nothing behind.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// Running byte counts that another thread may read while packing goes on.
@@ -68,6 +71,8 @@ pub enum PackError {
         expected: NarIdentity,
         actual: NarIdentity,
     },
+    #[error("{}: packing cancelled", path.display())]
+    Cancelled { path: PathBuf },
 }
 
 /// Serialises `source` as a NAR, compresses it into `nar_dir` under a
@@ -108,14 +113,15 @@ pub fn pack_into<W: Write>(
         // The file is the NAR itself: hash it once.
         Compression::None => {
             let counters = [nar_counter, file_counter].into_iter().flatten().collect();
-            let (sink, nar) = write_nar(source, sink, counters)?;
+            let (sink, nar) = write_nar(source, sink, counters, options)?;
             (sink, nar, nar.hash, nar.size)
         }
         compression => {
             let hashed = Hashed::new(sink).with_progress(file_counter.into_iter().collect());
             let encoder = Encoder::new(compression, options.level, options.threads, hashed)
                 .map_err(PackError::Output)?;
-            let (encoder, nar) = write_nar(source, encoder, nar_counter.into_iter().collect())?;
+            let (encoder, nar) =
+                write_nar(source, encoder, nar_counter.into_iter().collect(), options)?;
             // Before the compressor's trailer: a refused NAR is never complete.
             check_expected(source, options, nar)?;
             let (sink, file_hash, file_size) =
@@ -145,14 +151,54 @@ fn write_nar<W: Write>(
     source: &Path,
     sink: W,
     counters: Vec<Arc<AtomicU64>>,
+    options: &PackOptions,
 ) -> Result<(W, NarIdentity), PackError> {
-    let mut hashed = Hashed::new(sink).with_progress(counters);
+    let cancellable = Cancellable {
+        inner: sink,
+        cancel: options.cancel.clone(),
+    };
+    let mut hashed = Hashed::new(cancellable).with_progress(counters);
     nar::dump(source, &mut hashed).map_err(|e| match e {
+        NarError::Write(_)
+            if options
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed)) =>
+        {
+            PackError::Cancelled {
+                path: source.to_owned(),
+            }
+        }
         NarError::Write(source) => PackError::Output(source),
         other => PackError::Nar(other),
     })?;
-    let (sink, hash, size) = hashed.finish();
-    Ok((sink, NarIdentity { hash, size }))
+    let (cancellable, hash, size) = hashed.finish();
+    Ok((cancellable.inner, NarIdentity { hash, size }))
+}
+
+/// Fails every write once `cancel` is set, which ends the NAR walk within
+/// one buffer of the request.
+struct Cancellable<W> {
+    inner: W,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl<W: Write> Write for Cancellable<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            // Not `Interrupted`: `write_all` would retry that forever.
+            return Err(io::Error::other("cancelled"));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn check_expected(
@@ -238,6 +284,7 @@ mod tests {
             threads: 2,
             expected: None,
             progress: Some(Progress::default()),
+            cancel: None,
         }
     }
 
@@ -387,5 +434,16 @@ mod tests {
                 .starts_with("/nonexistent/nar/.tmp-narcache-"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn cancelled_pack_leaves_nothing_behind() {
+        let src = tree();
+        let out = tempfile::tempdir().unwrap();
+        let mut opts = options(Compression::Zstd);
+        opts.cancel = Some(Arc::new(AtomicBool::new(true)));
+        let err = pack(src.path(), out.path(), &opts).unwrap_err();
+        assert!(matches!(err, PackError::Cancelled { .. }), "{err}");
+        assert!(dir_entries(out.path()).is_empty());
     }
 }

@@ -6,8 +6,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::thread;
 
 use napi::bindgen_prelude::{Buffer, Object, ToNapiValue};
@@ -19,11 +19,12 @@ use narcache_core::{
 
 pub mod stream;
 
-/// Bytes read and written by every pack call of this process, for progress
-/// display: one atomic add per buffer, no call into JavaScript per file.
+/// Bytes read and written by every pack and packStream call of this process,
+/// for progress display: one atomic add per buffer, no call into JavaScript
+/// per file.
 static PROGRESS: LazyLock<Progress> = LazyLock::new(Progress::default);
-/// The same for verifyNar calls, kept apart so that a process that packs
-/// and verifies can show both.
+/// The same for verifyNar and verifyNarStream calls, kept apart so that a
+/// process that packs and verifies can show both.
 static VERIFY_PROGRESS: LazyLock<Progress> = LazyLock::new(Progress::default);
 
 #[napi(object)]
@@ -65,20 +66,48 @@ pub struct PackProgress {
 /// Serialises the store path at `source` as a NAR, compresses it and writes
 /// it to `<dest>/nar/<filehash>.nar.<ext>` (under a temporary name until it
 /// is complete). Resolves to the hashes and sizes a narinfo needs.
+/// With `cancel`, a later `cancel.cancel()` abandons the work: the Promise
+/// rejects and no file is left behind.
 #[napi(ts_return_type = "Promise<PackResult>")]
 pub fn pack<'env>(
     env: &'env Env,
     source: String,
     dest: String,
     options: Option<PackOptions>,
+    cancel: Option<&CancelToken>,
 ) -> Result<Object<'env>> {
+    let cancel = cancel.map(|c| c.flag.clone());
     on_own_thread(env, "pack", move || {
-        let options = core_options(options.unwrap_or_default())?;
+        let mut options = core_options(options.unwrap_or_default())?;
+        options.cancel = cancel;
         let nar_dir = PathBuf::from(dest).join("nar");
         let packed =
             narcache_core::pack(&PathBuf::from(source), &nar_dir, &options).map_err(reason)?;
         Ok(pack_result(&packed, options.compression))
     })
+}
+
+/// Abandons the pack calls it was given to; one token may serve many.
+#[napi]
+pub struct CancelToken {
+    flag: Arc<AtomicBool>,
+}
+
+#[napi]
+impl CancelToken {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self {
+            flag: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Stops every pack using this token at its next write.
+    #[napi]
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+    }
 }
 
 fn pack_result(packed: &Packed, compression: Compression) -> PackResult {
@@ -122,7 +151,8 @@ pub struct NarCheck {
 
 #[napi(object)]
 pub struct VerifyProgress {
-    /// Bytes of NAR files read so far by verifyNar calls of this process.
+    /// Bytes of NAR files read so far by verifyNar and verifyNarStream calls
+    /// of this process.
     pub file_bytes: i64,
     /// NAR bytes decompressed and checked so far by those calls.
     pub nar_bytes: i64,
@@ -225,6 +255,7 @@ fn core_options(options: PackOptions) -> Result<CoreOptions> {
         threads: options.threads.unwrap_or(1),
         expected,
         progress: Some(PROGRESS.clone()),
+        cancel: None,
     })
 }
 
@@ -243,4 +274,81 @@ fn parse_sha256(text: &str) -> Result<[u8; 32]> {
 
 fn reason(error: impl std::fmt::Display) -> Error {
     Error::from_reason(error.to_string())
+}
+
+#[napi(object)]
+pub struct ScannedPath {
+    /// Base name of the store path (`<hash>-<name>`).
+    pub name: String,
+    /// `sha256:<nix32>` of its NAR.
+    pub nar_hash: String,
+    pub nar_size: i64,
+    /// Base names of the store paths whose hash parts its NAR contains,
+    /// sorted; its own name when it refers to itself.
+    pub references: Vec<String>,
+}
+
+/// The closure of `roots` (base names of store paths in the directory
+/// `storeRoot`) found without metadata, as Nix finds a build's references:
+/// each path's NAR is searched for the hash parts of the store paths present
+/// in `storeRoot`, and the paths found are scanned in turn, on up to
+/// `threads` threads (default 1). NarHash and NarSize come from the same
+/// pass. Resolves sorted by name.
+#[napi(ts_return_type = "Promise<ScannedPath[]>")]
+pub fn scan_store<'env>(
+    env: &'env Env,
+    store_root: String,
+    roots: Vec<String>,
+    threads: Option<u32>,
+) -> Result<Object<'env>> {
+    on_own_thread(env, "scan", move || {
+        let threads = threads.unwrap_or(1) as usize;
+        let scanned = narcache_core::scan_closure(&PathBuf::from(store_root), &roots, threads)
+            .map_err(reason)?;
+        Ok(scanned
+            .into_iter()
+            .map(|p| ScannedPath {
+                name: p.name,
+                nar_hash: sha256(&p.nar.hash),
+                nar_size: p.nar.size as i64,
+                references: p.references,
+            })
+            .collect::<Vec<_>>())
+    })
+}
+
+#[napi(object)]
+pub struct StoreDbPath {
+    pub path: String,
+    /// As the database stores it: `sha256:<base16>`.
+    pub nar_hash: String,
+    pub nar_size: i64,
+    pub deriver: Option<String>,
+    pub ca: Option<String>,
+    pub sigs: Vec<String>,
+    /// Full store paths, sorted.
+    pub references: Vec<String>,
+}
+
+/// The closure of `roots` (full store paths) as Nix's SQLite database `db`
+/// (a `db.sqlite`) records it, read strictly read-only: no lock, nothing
+/// created or written beside the database, rows still in its WAL included.
+/// Resolves sorted by path.
+#[napi(ts_return_type = "Promise<StoreDbPath[]>")]
+pub fn read_store_db<'env>(env: &'env Env, db: String, roots: Vec<String>) -> Result<Object<'env>> {
+    on_own_thread(env, "read-db", move || {
+        let infos = narcache_core::read_closure(&PathBuf::from(db), &roots).map_err(reason)?;
+        Ok(infos
+            .into_iter()
+            .map(|p| StoreDbPath {
+                path: p.path,
+                nar_hash: p.nar_hash,
+                nar_size: p.nar_size as i64,
+                deriver: p.deriver,
+                ca: p.ca,
+                sigs: p.sigs,
+                references: p.references,
+            })
+            .collect::<Vec<_>>())
+    })
 }

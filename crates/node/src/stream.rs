@@ -22,8 +22,8 @@ use napi_derive::napi;
 use narcache_core::Compression;
 
 use crate::{
-    core_options, nar_check, on_own_thread, pack_result, reason, PackOptions, PackResult,
-    VERIFY_PROGRESS,
+    core_options, nar_check, on_own_thread, pack_result, reason, CancelToken, PackOptions,
+    PackResult, VERIFY_PROGRESS,
 };
 
 /// A JavaScript function of one Buffer, called without Node's error-first
@@ -45,7 +45,7 @@ pub struct PackedStream {
 /// time, each once the Promise returned for the one before has resolved.
 /// Resolves with the hashes and sizes, and the file's last bytes, which are
 /// known only at the end. A rejection by `onChunk` stops packing and rejects
-/// this Promise with its message.
+/// this Promise with its message; so does `cancel.cancel()`, as for `pack`.
 #[napi(ts_return_type = "Promise<PackedStream>")]
 pub fn pack_stream<'env>(
     env: &'env Env,
@@ -53,9 +53,12 @@ pub fn pack_stream<'env>(
     chunk_size: u32,
     #[napi(ts_arg_type = "(chunk: Buffer) => Promise<void>")] on_chunk: ChunkConsumer,
     options: Option<PackOptions>,
+    cancel: Option<&CancelToken>,
 ) -> Result<Object<'env>> {
+    let cancel = cancel.map(|c| c.flag.clone());
     on_own_thread(env, "pack", move || {
-        let options = core_options(options.unwrap_or_default())?;
+        let mut options = core_options(options.unwrap_or_default())?;
+        options.cancel = cancel;
         let sink = ChunkSink {
             chunk_size: chunk_size.max(1) as usize,
             buffer: Vec::new(),

@@ -1,0 +1,238 @@
+// Every source of closure metadata gives the narinfos the Nix-CLI source gives (narcache build
+// PATHS, which asks nix-store and nix path-info), byte for byte, but for the lines a source
+// does not carry: .attrs.json has no Deriver nor Sig, registration files no CA nor Sig
+// (closureInfo's not even a Deriver), a scan none of the three. The inputs are made by real
+// Nix: a derivation's own .attrs.json, nix-store --dump-db, nix path-info --json.
+import test from 'ava';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+
+import { hashPart, nix32Encode, readNarinfos, withoutFields } from './helpers/cache.mjs';
+import {
+  CLI,
+  CLOSURE_NIX,
+  buildFixtures,
+  cleanupTempDirs,
+  cliBuild,
+  closure,
+  makeTempDir,
+  nixBuild,
+  run,
+  runOk,
+} from './helpers/nix.mjs';
+
+const fx = await buildFixtures();
+const [hashOnly] = await nixBuild(CLOSURE_NIX, 'hashOnly');
+const ROOTS = [fx.root, fx.root2, hashOnly];
+const CLOSURE = await closure(ROOTS);
+
+
+// The reference: the Nix-CLI source.
+const referenceDir = makeTempDir('narcache-sources-ref-');
+await cliBuild(ROOTS, referenceDir);
+const REFERENCE = await readNarinfos(referenceDir);
+
+const inputs = makeTempDir('narcache-sources-in-');
+
+// A derivation that keeps the .attrs.json Nix gave it; two graphs, whose union is the closure.
+const attrsExpr = `
+  let fx = import ${CLOSURE_NIX}; in
+  derivation {
+    name = "attrs-json";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "/bin/cat .attrs.json > \${builtins.placeholder "out"}" ];
+    __structuredAttrs = true;
+    exportReferencesGraph = { first = [ fx.root ]; second = [ fx.root2 fx.hashOnly ]; };
+  }`;
+const ATTRS = (await runOk('nix-build', ['-E', attrsExpr, '--no-out-link'])).stdout.trim();
+const attrsDoc = JSON.parse(await fsp.readFile(ATTRS, 'utf8'));
+
+const DUMP_DB = path.join(inputs, 'dump-db');
+await fsp.writeFile(DUMP_DB, (await runOk('nix-store', ['--dump-db', ...CLOSURE])).stdout);
+
+// closureInfo's registration file, made from .attrs.json as nixpkgs' closureInfo does with jq:
+// path, narHash as given (sha256:<nix32>), narSize, an empty deriver, the reference count, references.
+const CLOSURE_INFO = path.join(inputs, 'registration');
+const graph = [...new Map([...attrsDoc.first, ...attrsDoc.second].map((e) => [e.path, e])).values()];
+await fsp.writeFile(
+  CLOSURE_INFO,
+  graph.flatMap((e) => [e.path, e.narHash, e.narSize, '', e.references.length, ...e.references]).join('\n') + '\n',
+);
+
+const PATH_INFO_TEXT = (await runOk('nix', ['path-info', '--json', '--recursive', ...ROOTS])).stdout;
+const PATH_INFO = path.join(inputs, 'path-info.json');
+await fsp.writeFile(PATH_INFO, PATH_INFO_TEXT);
+
+/** Nix ≥ 2.19's shape: an object keyed by path; hashes given in base16, nix32 and SRI in turn. */
+function newerPathInfo() {
+  const forms = [
+    (b) => `sha256:${b.toString('hex')}`,
+    (b) => `sha256:${nix32Encode(b)}`,
+    (b) => `sha256-${b.toString('base64')}`,
+  ];
+  return JSON.stringify(
+    Object.fromEntries(
+      JSON.parse(PATH_INFO_TEXT).map(({ path: p, ...info }, i) => {
+        const bytes = Buffer.from(info.narHash.replace(/^sha256-/, ''), 'base64');
+        return [p, { ...info, narHash: forms[i % forms.length](bytes) }];
+      }),
+    ),
+  );
+}
+
+test.after.always(cleanupTempDirs);
+
+/** Runs `narcache build ARGS -o <fresh dir>`; returns the run and the narinfos written. */
+async function build(args, { input } = {}) {
+  const dir = makeTempDir('narcache-sources-');
+  const r = await run(process.execPath, [CLI, 'build', ...args, '-o', dir, '--json'], { input });
+  return { r, dir, narinfos: await readNarinfos(dir) };
+}
+
+/** A non-zero exit with one error line (besides progress lines and commander's usage hint). */
+function checkOneLineError(t, r, pattern) {
+  t.not(r.code, 0, 'exit code');
+  const lines = r.stderr
+    .trimEnd()
+    .split('\n')
+    .filter((l) => !l.startsWith('narcache: wrote ') && l !== '(run with --help for usage)');
+  t.is(lines.length, 1, `one error line on stderr, got:\n${r.stderr}`);
+  t.regex(lines[0], pattern);
+  t.false(r.stderr.includes('    at '), 'no stack trace');
+}
+
+/** The narinfos equal the reference's for `paths`, less the lines of `dropped`. */
+function sameAsReference(t, narinfos, dropped, paths = CLOSURE) {
+  t.deepEqual([...narinfos.keys()].sort(), paths.map(hashPart).sort(), 'one narinfo per path of the closure');
+  for (const p of paths) {
+    t.is(narinfos.get(hashPart(p)), withoutFields(REFERENCE.get(hashPart(p)), new Set(dropped)), p);
+  }
+}
+
+test('the reference has the lines that some sources leave out', (t) => {
+  const all = [...REFERENCE.values()].join('');
+  t.regex(all, /^Deriver: /m);
+  t.regex(all, /^CA: fixed:r:sha256:/m);
+  t.regex(all, /^CA: text:sha256:/m);
+  t.is(REFERENCE.size, CLOSURE.length);
+});
+
+const SOURCES = [
+  ['--from-attrs .attrs.json (two graphs)', ['--from-attrs', ATTRS], ['Deriver', 'Sig']],
+  ['--from-registration (nix-store --dump-db)', ['--from-registration', DUMP_DB], ['CA', 'Sig']],
+  ["--from-registration (closureInfo's registration)", ['--from-registration', CLOSURE_INFO], ['Deriver', 'CA', 'Sig']],
+  ['--from-path-info (Nix 2.8 array, SRI hashes)', ['--from-path-info', PATH_INFO], []],
+  ['--db /nix/var/nix/db', ['--db', '/nix/var/nix/db', ...ROOTS], []],
+  ['--db …/db.sqlite', ['--db', '/nix/var/nix/db/db.sqlite', ...ROOTS], []],
+  ['--scan', ['--scan', ...ROOTS], ['Deriver', 'CA', 'Sig']],
+];
+
+for (const [name, args, dropped] of SOURCES) {
+  test(`${name}: the narinfos of the Nix-CLI source${dropped.length ? `, without ${dropped.join(', ')}` : ''}`, async (t) => {
+    const { r, narinfos } = await build(args);
+    t.is(r.code, 0, r.stderr);
+    sameAsReference(t, narinfos, dropped);
+  });
+}
+
+test('--from-path-info -: the object keyed by path of newer Nix, hashes base16, nix32 and SRI, on stdin', async (t) => {
+  const { r, narinfos } = await build(['--from-path-info', '-'], { input: newerPathInfo() });
+  t.is(r.code, 0, r.stderr);
+  sameAsReference(t, narinfos, []);
+});
+
+test('--from-registration -: on stdin', async (t) => {
+  const { r, narinfos } = await build(['--from-registration', '-'], { input: await fsp.readFile(DUMP_DB) });
+  t.is(r.code, 0, r.stderr);
+  sameAsReference(t, narinfos, ['CA', 'Sig']);
+});
+
+test('a file source with PATHS: only their closure within the file', async (t) => {
+  const extraClosure = await closure([fx.extra]);
+  t.true(extraClosure.length > 1 && extraClosure.length < CLOSURE.length);
+  for (const args of [['--from-attrs', ATTRS], ['--from-path-info', PATH_INFO]]) {
+    const { r, narinfos } = await build([...args, fx.extra]);
+    t.is(r.code, 0, r.stderr);
+    sameAsReference(t, narinfos, args[0] === '--from-attrs' ? ['Deriver', 'Sig'] : [], extraClosure);
+  }
+});
+
+test('a NarHash given that the store does not match is refused, and nothing refers to the missing path', async (t) => {
+  const victim = CLOSURE.find((p) => p.endsWith('-single-file'));
+  const forged = JSON.parse(PATH_INFO_TEXT).map((e) =>
+    e.path === victim ? { ...e, narHash: `sha256-${Buffer.alloc(32, 7).toString('base64')}` } : e,
+  );
+  const { r, narinfos } = await build(['--from-path-info', '-'], { input: JSON.stringify(forged) });
+  checkOneLineError(t, r, /single-file: NAR does not match the store's record/);
+  t.false(narinfos.has(hashPart(victim)), 'no narinfo for the refused path');
+  for (const [h, text] of narinfos) {
+    t.false(text.includes(path.basename(victim)), `${h}.narinfo refers to the refused path`);
+  }
+});
+
+test('bad source input: one line each, no cache entry', async (t) => {
+  const notInFile = await build(['--from-attrs', ATTRS, fx.big]);
+  checkOneLineError(t, notInFile.r, new RegExp(`${path.basename(fx.big)} is not in ${ATTRS.replace(/[.]/g, '\\.')}`));
+  t.is(notInFile.narinfos.size, 0);
+
+  const twoSources = await build(['--db', '/nix/var/nix/db', '--scan', fx.root]);
+  checkOneLineError(t, twoSources.r, /cannot be used with/);
+
+  const noPaths = await build(['--db', '/nix/var/nix/db']);
+  checkOneLineError(t, noPaths.r, /^narcache: no store paths given$/);
+
+  const notJson = await build(['--from-path-info', '-'], { input: '[{"path": ' });
+  checkOneLineError(t, notJson.r, /^narcache: standard input: not JSON/);
+
+  const noGraph = await build(['--from-attrs', '-'], { input: '{"name": "x"}' });
+  checkOneLineError(t, noGraph.r, /no exportReferencesGraph/);
+
+  const truncated = await build(['--from-registration', '-'], { input: `${fx.root}\n` });
+  checkOneLineError(t, truncated.r, /truncated/);
+
+  const missing = await build(['--from-attrs', path.join(inputs, 'nope.json')]);
+  checkOneLineError(t, missing.r, /nope\.json: no such file or directory/);
+
+  const otherStore = await build(['--from-path-info', PATH_INFO, '--store-dir', '/gnu/store']);
+  checkOneLineError(t, otherStore.r, /not a store path in \/gnu\/store/);
+
+  const notValid = await build(['--db', '/nix/var/nix/db', '/nix/store/00000000000000000000000000000000-nope']);
+  checkOneLineError(t, notValid.r, /00000000000000000000000000000000-nope is not a valid path in the store database/);
+});
+
+test('a store not at /nix/store: --store-dir with --db, and with --scan where its files moved (--store-root); Nix substitutes', async (t) => {
+  const tmp = makeTempDir('narcache-storedir-');
+  await fsp.chmod(tmp, 0o755); // Nix's build users write into the store below it
+  const storeDir = path.join(tmp, 'store');
+  const store = `local?store=${storeDir}&state=${tmp}/var&log=${tmp}/log`;
+  const expr = `
+    let mk = name: script: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" script ]; };
+        a = mk "a" "echo a > $out";
+    in mk "b" "echo \${a} > $out"`;
+  const b = (await runOk('nix-build', ['--store', store, '-E', expr, '--no-out-link'])).stdout.trim();
+  t.true(b.startsWith(`${storeDir}/`));
+
+  // What Nix writes for this store, less what depends on the compressor.
+  const nixCache = makeTempDir('narcache-storedir-nix-');
+  await runOk('nix', ['copy', '--from', store, '--to', `file://${nixCache}?compression=none&store=${storeDir}`, b]);
+  const nixNarinfos = await readNarinfos(nixCache);
+  const fileFields = new Set(['URL', 'Compression', 'FileHash', 'FileSize']);
+
+  const fromDb = await build(['--store-dir', storeDir, '--db', path.join(tmp, 'var', 'db'), b]);
+  t.is(fromDb.r.code, 0, fromDb.r.stderr);
+  t.is(await fsp.readFile(path.join(fromDb.dir, 'nix-cache-info'), 'utf8'), `StoreDir: ${storeDir}\n`);
+  t.is(fromDb.narinfos.size, 2);
+  for (const [h, text] of nixNarinfos) t.is(withoutFields(fromDb.narinfos.get(h), fileFields), withoutFields(text, fileFields), h);
+
+  const moved = path.join(tmp, 'moved');
+  await runOk('cp', ['-a', storeDir, moved]);
+  const scanned = await build(['--store-dir', storeDir, '--store-root', moved, '--scan', path.join(moved, path.basename(b))]);
+  t.is(scanned.r.code, 0, scanned.r.stderr);
+  for (const [h, text] of fromDb.narinfos) t.is(scanned.narinfos.get(h), withoutFields(text, new Set(['Deriver'])), h);
+
+  const target = `local?root=${tmp}/fresh&store=${storeDir}`;
+  await runOk('nix', ['copy', '--from', `file://${scanned.dir}?store=${storeDir}`, '--to', target, '--no-check-sigs', b]);
+  await runOk('nix', ['store', 'verify', '--store', target, '--all', '--no-trust']);
+  t.is((await runOk('nix-store', ['--store', target, '--query', '--requisites', b])).stdout.trim().split('\n').length, 2);
+});

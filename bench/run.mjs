@@ -1,0 +1,494 @@
+#!/usr/bin/env node
+// npm run bench [-- options]       the full benchmark (long: see --help)
+// npm run bench:quick              a small closure, every run, < 1 minute
+//
+// Builds a realistic closure with nix-build (bench/closure.mjs), then, in
+// one session with the page cache warm, times narcache against `nix copy
+// --to file://`, the algorithm of nixpkgs' mkBinaryCache and the physical
+// limits (zstd/xz of all NARs in one stream; reading and hashing every
+// file once), checks that narcache's output does not depend on --jobs, and
+// writes bench-out/results.{json,svg}.
+
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { nixEnv, REPO, rmrf, run, runOk } from '../__test__/helpers/nix.mjs';
+import { startGateway } from '../__test__/helpers/s3.mjs';
+import { buildClosure } from './closure.mjs';
+import { measure, utilisation } from './measure.mjs';
+import { formatBytes, formatRuns, formatTargets, sparkline, svgChart } from './report.mjs';
+
+const OUT = path.join(REPO, 'bench-out');
+const CLI = path.join(REPO, 'dist', 'cli.js');
+const ADDON = path.join(REPO, 'native', 'narcache.linux-x64-gnu.node');
+const BENCH = path.join(REPO, 'bench');
+const COMPRESSIONS = ['none', 'zstd', 'xz'];
+
+const SIZES = {
+  quick: { packages: 16, maxKiB: 128, smallFiles: 500, blobMiB: 2 },
+  full: { packages: Infinity, maxKiB: 32 * 1024, smallFiles: 30000, blobMiB: 1024 },
+};
+
+const HELP = `usage: npm run bench [-- options]   (bench:quick = --quick)
+
+  --quick               small closure (CI smoke run, under a minute)
+  --only LIST           only these runs (comma-separated ids or groups)
+  --skip LIST           all runs but these
+  --jobs N              cores to use: narcache --jobs, xargs -P, zstd/xz -T
+                        (default: the CPU count)
+  --packages N          Debian packages in the closure   (full: all that fit, quick: 16)
+  --max-package-kib N   largest package taken            (full: 32768, quick: 128)
+  --small-files N       files in the small-files path    (full: 30000, quick: 500)
+  --blob-mib N          size of the one-file path        (full: 1024, quick: 2)
+  --keep                keep the caches and the NAR stream in bench-out/
+
+Groups for --only/--skip: a compression (none, zstd, xz), a tool (narcache,
+nix-copy, mkbinarycache, limit), determinism (narcache --jobs 1 / 2), s3
+(narcache publishing to a local Ceph RADOS Gateway), or a run id:
+`;
+
+function parseOptions() {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean' },
+      only: { type: 'string' },
+      skip: { type: 'string' },
+      jobs: { type: 'string' },
+      packages: { type: 'string' },
+      'max-package-kib': { type: 'string' },
+      'small-files': { type: 'string' },
+      'blob-mib': { type: 'string' },
+      keep: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const mode = values.quick ? 'quick' : 'full';
+  const number = (name, fallback) => {
+    const v = values[name];
+    if (v === undefined) return fallback;
+    if (!/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`--${name} takes a positive integer, not ${v}`);
+    return Number(v);
+  };
+  const size = SIZES[mode];
+  return {
+    mode,
+    help: values.help,
+    only: values.only?.split(',').filter(Boolean),
+    skip: values.skip?.split(',').filter(Boolean) ?? [],
+    cores: number('jobs', os.availableParallelism()),
+    packages: number('packages', size.packages),
+    maxKiB: number('max-package-kib', size.maxKiB),
+    smallFiles: number('small-files', size.smallFiles),
+    blobBytes: number('blob-mib', size.blobMiB) * 1024 * 1024,
+    keep: values.keep ?? false,
+  };
+}
+
+class UsageError extends Error {}
+
+/**
+ * Every run, in the order they execute: per compression the limit, narcache,
+ * narcache's determinism twins, then the peers (slowest last).
+ * `groups`: the names --only/--skip select it by.
+ */
+function allRuns({ cores, root, files, cacheDir }) {
+  const runs = [];
+  const add = (r) => runs.push({ ...r, groups: [r.id, r.tool, r.compression, ...(r.groups ?? [])] });
+  const nixCopy = (compression, id, query = '') =>
+    add({
+      id,
+      tool: 'nix-copy',
+      compression,
+      kind: 'cache',
+      sampled: true,
+      argv: ['nix', 'copy', '--to', `file://${path.join(cacheDir, id)}?compression=${compression}${query}`, root],
+    });
+  const narcache = (compression, jobs, id, groups) =>
+    add({
+      id,
+      tool: 'narcache',
+      compression,
+      jobs,
+      kind: 'cache',
+      sampled: true,
+      captureStdout: true,
+      groups,
+      argv: [process.execPath, CLI, 'build', root, '-o', path.join(cacheDir, id), '--compression', compression, '--jobs', String(jobs), '--json'],
+    });
+  for (const c of COMPRESSIONS) {
+    if (c === 'none') {
+      add({
+        id: 'limit-read-hash',
+        tool: 'limit',
+        compression: c,
+        argv: ['sh', '-c', 'tar -cf - --files-from "$1" | openssl dgst -sha256', 'sh', files.list],
+      });
+    } else {
+      const out = path.join(cacheDir, `all.nar.${c}`);
+      add({
+        id: `limit-${c}`,
+        tool: 'limit',
+        compression: c,
+        kind: 'file',
+        sampled: true,
+        output: out,
+        argv: c === 'zstd' ? ['zstd', '-3', `-T${cores}`, '-q', '-f', files.allNar, '-o', out] : ['xz', '-6', `-T${cores}`, '-c', files.allNar],
+        stdoutFile: c === 'xz' ? out : undefined,
+      });
+    }
+    narcache(c, cores, `narcache-${c}`, cores === 2 ? ['determinism'] : []);
+    if (c === 'zstd') {
+      // The same publish into a bucket of a local Ceph RADOS Gateway, which shares the cores
+      // (its CPU shows as other processes'); the gateway and bucket are made, untimed, before.
+      add({
+        id: 'narcache-zstd-s3',
+        tool: 'narcache',
+        compression: c,
+        jobs: cores,
+        kind: 's3',
+        bucket: 'bench',
+        sampled: true,
+        captureStdout: true,
+        groups: ['s3'],
+        argv: [process.execPath, CLI, 'build', root, '--compression', c, '--jobs', String(cores), '--json'],
+      });
+    }
+    for (const jobs of cores === 2 ? [1] : [1, 2]) narcache(c, jobs, `narcache-${c}-jobs${jobs}`, ['determinism']);
+    if (c === 'zstd') {
+      add({
+        id: 'mkbinarycache-zstd',
+        tool: 'mkbinarycache',
+        compression: c,
+        kind: 'cache',
+        argv: [
+          'sh',
+          '-c',
+          'mkdir -p "$1/nar" && printf "StoreDir: /nix/store\\n" >"$1/nix-cache-info" && xargs -P "$4" -n 1 sh "$5" "$1" "$2" <"$3"',
+          'sh',
+          path.join(cacheDir, 'mkbinarycache-zstd'),
+          files.narinfoTails,
+          files.list,
+          String(cores),
+          path.join(BENCH, 'mkbinarycache-path.sh'),
+        ],
+      });
+    }
+    if (c === 'xz') nixCopy(c, 'nix-copy-xz-parallel', '&parallel-compression=true');
+    nixCopy(c, `nix-copy-${c}`);
+  }
+  for (const r of runs) if (r.kind === 'cache') r.output = path.join(cacheDir, r.id);
+  return runs;
+}
+
+function select(runs, { only, skip }) {
+  const known = new Set(runs.flatMap((r) => r.groups));
+  for (const token of [...(only ?? []), ...skip]) {
+    if (!known.has(token)) throw new UsageError(`unknown run or group: ${token} (see --help)`);
+  }
+  return runs.filter((r) => (!only || r.groups.some((g) => only.includes(g))) && !r.groups.some((g) => skip.includes(g)));
+}
+
+function sh(script, ...args) {
+  return runOk('sh', ['-c', script, 'sh', ...args]);
+}
+
+/** Bytes in the files under `p` (or of the file `p`); unlike du, not the directories, whose size depends on their history. */
+async function fileBytes(p) {
+  const { stdout } = await runOk('find', [p, '-type', 'f', '-printf', '%s\n']);
+  return stdout.split('\n').filter(Boolean).reduce((n, s) => n + Number(s), 0);
+}
+
+/** `sha256sum` of every file under `dir`, sorted by path: the bytes of a cache, comparable. */
+async function listing(dir) {
+  const { stdout } = await sh('cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum', dir);
+  return stdout;
+}
+
+/** What mkBinaryCache knows before it starts (from exportReferencesGraph): per path its narinfo's last lines. */
+async function writeNarinfoTails(dir, closure) {
+  await fsp.mkdir(dir, { recursive: true });
+  for (const info of closure.pathInfos.values()) {
+    const base = (p) => path.basename(p);
+    const text = `NarHash: ${info.narHash}\nNarSize: ${info.narSize}\nReferences: ${info.references.map(base).sort().join(' ')}\n`;
+    await fsp.writeFile(path.join(dir, base(info.path).split('-')[0]), text);
+  }
+}
+
+async function machine() {
+  const first = async (cmd, args) => (await run(cmd, args)).stdout.split('\n')[0].trim();
+  const head = await run('git', ['-C', REPO, 'rev-parse', 'HEAD']);
+  const dirty = await run('git', ['-C', REPO, 'status', '--porcelain', '--', 'src', 'crates']);
+  return {
+    cpu: os.cpus()[0]?.model,
+    cores: os.availableParallelism(),
+    memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    kernel: os.release(),
+    node: process.version,
+    nix: await first('nix', ['--version']),
+    zstd: await first('zstd', ['--version']),
+    xz: await first('xz', ['--version']),
+    git: { head: head.stdout.trim(), srcOrCratesChanged: dirty.stdout.trim() !== '' },
+    loadAverageAtStart: os.loadavg(),
+  };
+}
+
+/**
+ * Which narcache a run used: the addon's sha256 (first 12 hex digits) and
+ * when the addon and dist/ were built, since both may be rebuilt between runs.
+ */
+async function narcacheBuild() {
+  const mtime = async (f) => (await fsp.stat(f)).mtime.toISOString();
+  return {
+    addonSha256: createHash('sha256').update(await fsp.readFile(ADDON)).digest('hex').slice(0, 12),
+    addonBuilt: await mtime(ADDON),
+    cliBuilt: await mtime(CLI),
+  };
+}
+
+function log(line = '') {
+  process.stdout.write(line + '\n');
+}
+
+async function main() {
+  const options = parseOptions();
+  if (options.help) {
+    log(HELP + allRuns({ cores: 2, root: '', files: {}, cacheDir: '' }).map((r) => r.id).join(', '));
+    return 0;
+  }
+  if (!fs.existsSync(CLI)) throw new UsageError(`${path.relative(REPO, CLI)} is missing: run npm run build first`);
+  const { cores, mode } = options;
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const logDir = path.join(OUT, 'logs', stamp);
+  // A new cache directory every session: Nix remembers what a binary cache
+  // URL held (narinfo disk cache) and must not skip a path it wrote before.
+  const cacheDir = path.join(OUT, 'caches', stamp);
+  await fsp.mkdir(logDir, { recursive: true });
+  await fsp.mkdir(cacheDir, { recursive: true });
+  const env = nixEnv;
+
+  log(`narcache bench (${mode}), ${cores} cores, logs in ${path.relative(REPO, logDir)}`);
+  log('building the closure with nix-build …');
+  let t = performance.now();
+  const closure = await buildClosure({
+    mode,
+    workDir: OUT,
+    logFile: path.join(logDir, 'nix-build.log'),
+    packages: options.packages,
+    maxKiB: options.maxKiB,
+    smallFiles: options.smallFiles,
+    blobBytes: options.blobBytes,
+    buildJobs: Math.max(4, cores),
+  });
+  const buildSeconds = (performance.now() - t) / 1000;
+  log(
+    `closure ${closure.root}: ${closure.paths.length} paths, NAR ${formatBytes(closure.narSize)} (${closure.narSize} bytes); ` +
+      `${closure.packages} Debian packages with ${closure.dependencyEdges} dependency references, ` +
+      `${closure.smallFiles} small files, one ${formatBytes(closure.blobBytes)} file; ` +
+      `largest path ${formatBytes(closure.largest.narSize)}; nix-build ${buildSeconds.toFixed(1)} s`,
+  );
+
+  const files = {
+    list: path.join(cacheDir, 'paths'),
+    allNar: path.join(cacheDir, 'all.nar'),
+    narinfoTails: path.join(cacheDir, 'narinfo-tails'),
+  };
+  const runs = select(allRuns({ cores, root: closure.root, files, cacheDir }), options);
+  if (!runs.length) throw new UsageError('--only/--skip leave no run');
+
+  log('preparing (untimed): path list, narinfo tails, NAR stream, warming the page cache …');
+  t = performance.now();
+  await fsp.writeFile(files.list, closure.paths.join('\n') + '\n');
+  if (runs.some((r) => r.tool === 'mkbinarycache')) await writeNarinfoTails(files.narinfoTails, closure);
+  const needsNarStream = runs.some((r) => r.id === 'limit-zstd' || r.id === 'limit-xz');
+  if (needsNarStream) {
+    await sh('xargs -n 1 nix-store --dump <"$1" >"$2"', files.list, files.allNar);
+    const size = (await fsp.stat(files.allNar)).size;
+    if (size !== closure.narSize) throw new Error(`the NAR stream has ${size} bytes, the closure's NarSize totals ${closure.narSize}`);
+  }
+  // Read every file of the closure (and the NAR stream) once, and write
+  // back what is dirty, so that every run starts from the same warm state.
+  await sh('tar -cf - --files-from "$1" 2>/dev/null | cat >/dev/null', files.list);
+  if (needsNarStream) await sh('cat "$1" >/dev/null', files.allNar);
+  await runOk('sync', []);
+  log(`prepared in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+
+  const results = [];
+  const listings = new Map();
+  let failed = false;
+  let gateway;
+  for (const [i, r] of runs.entries()) {
+    if (r.kind === 's3') {
+      gateway ??= await startGateway({ memoryBytes: 2 * closure.narSize + 2 ** 29 });
+      await gateway.bucket(r.bucket);
+      r.argv.push('-o', gateway.url(r.bucket));
+    }
+    log(`[${i + 1}/${runs.length}] ${r.id}: ${r.argv.join(' ')}`);
+    await runOk('sync', []);
+    const build = r.tool === 'narcache' ? await narcacheBuild() : undefined;
+    const m = await measure(r.argv, {
+      env: r.kind === 's3' ? gateway.env : env,
+      cwd: REPO,
+      logFile: path.join(logDir, `${r.id}.log`),
+      stdoutFile: r.stdoutFile,
+      captureStdout: r.captureStdout,
+      onHeartbeat: (s, busy) => log(`    … ${s.toFixed(0)} s` + (r.sampled ? `, ${busy.toFixed(2)} cores busy lately` : '')),
+    });
+    const result = {
+      id: r.id,
+      tool: r.tool,
+      compression: r.compression,
+      ...(r.jobs ? { jobs: r.jobs } : {}),
+      ...(build ? { build } : {}),
+      command: r.argv.join(' '),
+      wallSeconds: m.wallSeconds,
+      mbPerSecond: closure.narSize / 1e6 / m.wallSeconds,
+      cpuSeconds: m.cpuSeconds,
+      coresBusy: m.cpuSeconds / m.wallSeconds,
+      otherCpuSeconds: m.otherCpuSeconds,
+      peakRssMiB: m.peakRssMiB,
+      outputBytes: null,
+    };
+    if (m.code !== 0) {
+      const tail = (await fsp.readFile(path.join(logDir, `${r.id}.log`), 'utf8')).trim().split('\n').slice(-5).join('\n      ');
+      result.error = `exit ${m.code ?? m.signal}: ${tail}`;
+    } else {
+      if (r.output) result.outputBytes = await fileBytes(r.output);
+      if (r.kind === 'cache') {
+        const narinfos = (await fsp.readdir(r.output)).filter((f) => f.endsWith('.narinfo')).length;
+        if (narinfos !== closure.paths.length) result.error = `${narinfos} narinfos for ${closure.paths.length} paths`;
+      }
+      if (r.kind === 's3') {
+        const narinfos = (await gateway.keys(r.bucket)).filter((k) => k.endsWith('.narinfo')).length;
+        if (narinfos !== closure.paths.length) result.error = `${narinfos} narinfos for ${closure.paths.length} paths`;
+      }
+      if (r.tool === 'narcache') result.summary = JSON.parse(m.stdout);
+      // NAR files only: the bucket's narinfos and nix-cache-info are not counted.
+      if (r.kind === 's3') result.outputBytes = result.summary.fileBytes;
+      if ((r.tool === 'narcache' && r.kind === 'cache') || r.id === 'nix-copy-none') {
+        const text = await listing(r.output);
+        await fsp.writeFile(path.join(logDir, `${r.id}.sha256`), text);
+        listings.set(r.id, text);
+      }
+    }
+    if (r.sampled) {
+      const u = utilisation(m.samples, cores);
+      if (u) Object.assign(result, { underusedSeconds: u.underusedSeconds, coresBusySlices: u.slices, otherCoresBusySlices: u.othersSlices });
+      if (r.tool === 'narcache') result.threads = m.threads;
+    }
+    if (r.output && !options.keep && !result.error) await rmrf(r.output); // a failed run's output is kept for diagnosis
+    failed ||= !!result.error;
+    results.push(result);
+    log(
+      result.error
+        ? `    FAILED: ${result.error}`
+        : `    ${result.wallSeconds.toFixed(2)} s, ${result.mbPerSecond.toFixed(1)} MB/s, ` +
+            `${result.coresBusy.toFixed(2)} cores busy, peak RSS ${result.peakRssMiB.toFixed(0)} MiB, ` +
+            `output ${result.outputBytes ?? '-'} bytes, other processes ${result.otherCpuSeconds.toFixed(1)} CPU s` +
+            (result.coresBusySlices
+              ? `\n    cores busy over time, this run: ${sparkline(result.coresBusySlices, cores)}` +
+                `\n                    other processes: ${sparkline(result.otherCoresBusySlices, cores)}` +
+                `\n    ${result.underusedSeconds.toFixed(1)} s with half a core or more idle`
+              : ''),
+    );
+  }
+
+  await gateway?.stop();
+
+  // Ratios: narcache's wall time over each run's with the same compression.
+  const byId = new Map(results.map((r) => [r.id, r]));
+  for (const r of results) {
+    const ours = byId.get(`narcache-${r.compression}`);
+    if (r !== ours && ours && !ours.error && !r.error) r.narcacheRatio = ours.wallSeconds / r.wallSeconds;
+  }
+
+  // Determinism: narcache --jobs 1 and --jobs 2, same bytes.
+  const determinism = COMPRESSIONS.map((c) => {
+    const ids = [`narcache-${c}-jobs1`, cores === 2 ? `narcache-${c}` : `narcache-${c}-jobs2`];
+    const [a, b] = ids.map((id) => listings.get(id));
+    const identical = a && b ? a === b : null;
+    for (const id of ids) if (byId.has(id)) byId.get(id).identical = identical;
+    return { compression: c, runs: ids, identical };
+  });
+  const nixNone = listings.get('nix-copy-none');
+  const oursNone = listings.get('narcache-none');
+  const narLines = (text) => text.split('\n').filter((l) => l.includes(' ./nar/')).join('\n');
+  const checks = [
+    {
+      what: "narcache's none NAR files are nix copy's, byte for byte",
+      ok: nixNone && oursNone ? narLines(nixNone) === narLines(oursNone) : null,
+    },
+  ];
+  failed ||= determinism.some((d) => d.identical === false) || checks.some((c) => c.ok === false);
+
+  const ratio = (a, b) => (byId.get(a)?.wallSeconds && byId.get(b)?.wallSeconds ? byId.get(a).wallSeconds / byId.get(b).wallSeconds : null);
+  const target = (what, a, b, limit, strict = false) => {
+    const measured = ratio(a, b);
+    return { what, measured, limit: `${strict ? '<' : '≤'} ${limit}`, met: measured === null ? null : strict ? measured < limit : measured <= limit };
+  };
+  const targets = [
+    target('zstd: narcache ÷ zstd -3 limit', 'narcache-zstd', 'limit-zstd', 1.15),
+    target('zstd: narcache ÷ nix copy', 'narcache-zstd', 'nix-copy-zstd', 1, true),
+    target('zstd: narcache ÷ mkBinaryCache', 'narcache-zstd', 'mkbinarycache-zstd', 1, true),
+    target('xz: narcache ÷ xz -6 limit', 'narcache-xz', 'limit-xz', 1.1),
+    target('xz: narcache ÷ nix copy, parallel', 'narcache-xz', 'nix-copy-xz-parallel', 1, true),
+    target('none: narcache ÷ read-and-hash limit', 'narcache-none', 'limit-read-hash', 2),
+    target('none: narcache ÷ nix copy', 'narcache-none', 'nix-copy-none', 0.5),
+    ...COMPRESSIONS.map((c) => {
+      const r = byId.get(`narcache-${c}`);
+      const measured = r && !r.error ? r.peakRssMiB : null;
+      return { what: `${c}: narcache peak RSS MiB`, measured, limit: '≤ 300', met: measured === null ? null : measured <= 300 };
+    }),
+  ];
+
+  log('');
+  log(`closure: ${closure.paths.length} paths, NAR ${closure.narSize} bytes (${formatBytes(closure.narSize)}), ${cores} cores, ${mode} mode`);
+  log(formatRuns(results));
+  log('');
+  for (const d of determinism) log(`determinism ${d.compression}: ${d.runs.join(' vs ')}: ${d.identical === null ? 'not run' : d.identical ? 'identical' : 'DIFFERENT'}`);
+  for (const c of checks) log(`check: ${c.what}: ${c.ok === null ? 'not run' : c.ok ? 'yes' : 'NO'}`);
+  log('');
+  log(formatTargets(targets));
+  if (mode === 'quick') log('(quick mode: a small closure; the targets are meant for the full run)');
+  const builds = new Set(results.filter((r) => r.build).map((r) => r.build.addonSha256));
+  if (builds.size > 1) log(`WARNING: narcache was rebuilt during the session (addons ${[...builds].join(', ')}); compare with care`);
+  for (const r of results.filter((r) => r.threads)) {
+    log(`${r.id} threads (CPU s): ${r.threads.map((t) => `${t.name}×${t.threads} ${t.cpuSeconds.toFixed(1)}`).join(', ')}`);
+  }
+
+  const { pathInfos, paths, ...closureSummary } = closure;
+  const json = {
+    mode,
+    date: new Date().toISOString(),
+    machine: await machine(),
+    closure: { ...closureSummary, paths: paths.length, buildSeconds },
+    cores,
+    runs: results,
+    determinism,
+    checks,
+    targets,
+  };
+  // results.json is the latest session's; the log directory keeps every session's.
+  for (const dir of [OUT, logDir]) await fsp.writeFile(path.join(dir, 'results.json'), JSON.stringify(json, null, 2) + '\n');
+  await fsp.writeFile(
+    path.join(OUT, 'results.svg'),
+    svgChart(results, `narcache bench (${mode}): ${closure.paths.length} paths, NAR ${formatBytes(closure.narSize)}, ${cores} cores — wall seconds`),
+  );
+  log(`\nwrote ${path.relative(REPO, path.join(OUT, 'results.json'))} and results.svg`);
+  if (!options.keep && !failed) await rmrf(cacheDir);
+  else log(`kept ${path.relative(REPO, cacheDir)}`);
+  return failed ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e) => {
+    process.stderr.write(`bench: ${e instanceof UsageError ? e.message : e.stack}\n`);
+    process.exitCode = e instanceof UsageError ? 2 : 1;
+  },
+);

@@ -1,0 +1,79 @@
+import * as fs from 'node:fs/promises';
+import type { Closure, PathInfo } from '../closure';
+import { fileError, NarcacheError } from '../errors';
+import { checkStorePath } from '../store-path';
+import { parseAttrsJson } from './attrs';
+import { closureFromDb } from './db';
+import { closureFromNix } from './nix';
+import { parsePathInfoJson } from './path-info';
+import { parseRegistration } from './registration';
+import { closureWithin, resolveRoots } from './roots';
+import { closureFromScan } from './scan';
+
+/** Where the closure's metadata comes from. */
+export type ClosureSource =
+  /** The Nix command line (nix-store, nix path-info). */
+  | { kind: 'nix' }
+  /**
+   * A file (`-` for standard input): a derivation's `.attrs.json`, closureInfo's
+   * `registration` or `nix-store --dump-db` output, or `nix path-info --json --recursive` output.
+   */
+  | { kind: 'attrs' | 'registration' | 'path-info'; file: string }
+  /** Nix's SQLite database, read read-only. */
+  | { kind: 'db'; db: string }
+  /** No metadata: references found by scanning the store's files. */
+  | { kind: 'scan' };
+
+export interface LoadOptions {
+  /** The logical store directory, written into narinfos. */
+  storeDir: string;
+  /** Where the store's files are (default: storeDir). */
+  storeRoot?: string;
+  /** Threads for scanning. */
+  jobs?: number;
+}
+
+const PARSERS = { attrs: parseAttrsJson, registration: parseRegistration, 'path-info': parsePathInfoJson };
+
+/**
+ * The closure of `args` (store paths, symlinks into the store, or paths
+ * below the store root) from `source`. A file source holds a whole closure:
+ * without `args`, all of it is taken.
+ */
+export async function loadClosure(source: ClosureSource, args: string[], options: LoadOptions): Promise<Closure> {
+  const { storeDir, storeRoot = storeDir } = options;
+  const roots = () => resolveRoots(args, storeDir, storeRoot);
+  switch (source.kind) {
+    case 'nix':
+      return closureFromNix(args, storeDir);
+    case 'db':
+      return closureFromDb(source.db, roots(), storeDir);
+    case 'scan':
+      return closureFromScan(roots(), storeDir, storeRoot, options.jobs);
+    default: {
+      const origin = source.file === '-' ? 'standard input' : source.file;
+      const infos = PARSERS[source.kind](await readSource(source.file), origin);
+      for (const info of infos) checkInStore(info, storeDir, origin);
+      return { storeDir, paths: args.length ? closureWithin(infos, roots(), origin) : infos };
+    }
+  }
+}
+
+function checkInStore(info: PathInfo, storeDir: string, origin: string): void {
+  try {
+    for (const p of [info.path, ...info.references]) checkStorePath(p, storeDir);
+  } catch (e) {
+    throw new NarcacheError(`${origin}: ${(e as Error).message}`);
+  }
+}
+
+async function readSource(file: string): Promise<string> {
+  if (file === '-') {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString('utf8');
+  }
+  return fs.readFile(file, 'utf8').catch((e: unknown) => {
+    throw fileError(file, e);
+  });
+}
