@@ -77,23 +77,7 @@ export function hashDecompressed(file, compression) {
     bzip2: ['bzip2', ['-d', '-c', '--', file]],
   }[compression] ?? [null, null];
   if (!cmd) return Promise.reject(new Error(`unknown compression ${compression}`));
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const h = createHash('sha256');
-    let size = 0;
-    const err = [];
-    child.stdout.on('data', (b) => {
-      h.update(b);
-      size += b.length;
-    });
-    child.stderr.on('data', (b) => err.push(b));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`${cmd} -d ${file} exited ${code}: ${Buffer.concat(err)}`));
-      const d = h.digest();
-      resolve({ hex: d.toString('hex'), nix32: nix32Encode(d), size });
-    });
-  });
+  return hashCommandOutput(cmd, args);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -218,4 +202,25 @@ export async function contentSnapshot(dir) {
     out.set(rel, v.type === 'file' ? `file ${(await hashFile(path.join(dir, rel))).hex}` : v.type);
   }
   return out;
+}
+
+/** sha256 (hex and nix32) and size of what a command prints, streamed; rejects unless it exits 0. */
+export function hashCommandOutput(cmd, args, { env = process.env } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const h = createHash('sha256');
+    let size = 0;
+    const err = [];
+    child.stdout.on('data', (b) => {
+      h.update(b);
+      size += b.length;
+    });
+    child.stderr.on('data', (b) => err.push(b));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${Buffer.concat(err)}`));
+      const d = h.digest();
+      resolve({ hex: d.toString('hex'), nix32: nix32Encode(d), size });
+    });
+  });
 }

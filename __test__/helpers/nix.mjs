@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { nix32Encode } from './cache.mjs';
+import { hashCommandOutput, nix32Encode } from './cache.mjs';
 
 export const REPO = path.resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const FIXTURES_DIR = path.join(REPO, '__test__', 'fixtures');
@@ -263,23 +263,7 @@ export async function pathInfo(paths, { store, all = false } = {}) {
 
 /** sha256 (hex and nix32) and size of `nix-store --dump PATH`, streamed. */
 export function nixDumpHash(storePath) {
-  return new Promise((resolve, reject) => {
-    const child = spawn('nix-store', ['--dump', storePath], { env: nixEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-    const h = createHash('sha256');
-    let size = 0;
-    const err = [];
-    child.stdout.on('data', (b) => {
-      h.update(b);
-      size += b.length;
-    });
-    child.stderr.on('data', (b) => err.push(b));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`nix-store --dump ${storePath} exited ${code}: ${Buffer.concat(err)}`));
-      const digest = h.digest();
-      resolve({ hex: digest.toString('hex'), nix32: nix32Encode(digest), size });
-    });
-  });
+  return hashCommandOutput('nix-store', ['--dump', storePath], { env: nixEnv });
 }
 
 /**
