@@ -34,7 +34,7 @@ function table(header, rows) {
  */
 export function formatRuns(runs) {
   const header = ['run', 'compr.', 'wall s', 'MB/s', 'CPU s', 'cores busy', 'idle-core s', 'other CPU s', 'peak RSS MiB', 'output bytes', 'narcache ÷ this', 'jobs 1 = jobs 2'];
-  const rows = runs.map((r) => [
+  const rows = runs.map((r) => (r.error ? { ...r, mbPerSecond: null, cpuSeconds: null, coresBusy: null, underusedSeconds: null } : r)).map((r) => [
     r.id,
     r.compression,
     r.error ? 'FAILED' : fixed(r.wallSeconds, 2),
