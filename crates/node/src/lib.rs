@@ -78,8 +78,7 @@ pub fn pack<'env>(
 ) -> Result<Object<'env>> {
     let cancel = cancel.map(|c| c.flag.clone());
     on_own_thread(env, "pack", move || {
-        let mut options = core_options(options.unwrap_or_default())?;
-        options.cancel = cancel;
+        let options = core_options(options, cancel)?;
         let nar_dir = PathBuf::from(dest).join("nar");
         let packed =
             narcache_core::pack(&PathBuf::from(source), &nar_dir, &options).map_err(reason)?;
@@ -228,7 +227,13 @@ pub fn nix32_decode(text: String) -> Result<Buffer> {
     nix32::decode(&text).map(Buffer::from).map_err(reason)
 }
 
-fn core_options(options: PackOptions) -> Result<CoreOptions> {
+/// The core's options for a pack call: `options` checked, with this
+/// process's progress counters and the call's cancellation flag.
+fn core_options(
+    options: Option<PackOptions>,
+    cancel: Option<Arc<AtomicBool>>,
+) -> Result<CoreOptions> {
+    let options = options.unwrap_or_default();
     let compression: Compression = options
         .compression
         .as_deref()
@@ -255,7 +260,7 @@ fn core_options(options: PackOptions) -> Result<CoreOptions> {
         threads: options.threads.unwrap_or(1),
         expected,
         progress: Some(PROGRESS.clone()),
-        cancel: None,
+        cancel,
     })
 }
 

@@ -57,8 +57,7 @@ pub fn pack_stream<'env>(
 ) -> Result<Object<'env>> {
     let cancel = cancel.map(|c| c.flag.clone());
     on_own_thread(env, "pack", move || {
-        let mut options = core_options(options.unwrap_or_default())?;
-        options.cancel = cancel;
+        let options = core_options(options, cancel)?;
         let sink = ChunkSink {
             chunk_size: chunk_size.max(1) as usize,
             buffer: Vec::new(),
