@@ -1,10 +1,14 @@
 //! The compressors of a binary cache: zstd, xz and none, and their
 //! decompressors.
 //!
-//! Both real compressors always run their multi-threaded encoder with a
-//! fixed block (xz) or job (zstd) size. Their output then depends only on
-//! the input and the level, never on the number of threads, so caches are
-//! byte-identical whatever `--jobs` and the machine's core count.
+//! Both real compressors always write what their multi-threaded encoder
+//! writes with a fixed block (xz) or job (zstd) size. Their output then
+//! depends only on the input and the level, never on the number of
+//! threads, so caches are byte-identical whatever `--jobs` and the
+//! machine's core count. (xz on one thread has its own encoder of those
+//! bytes, [`xz::BlockEncoder`], which needs less memory.)
+
+mod xz;
 
 use std::fmt;
 use std::io::{self, BufReader, Read, Write};
@@ -140,6 +144,7 @@ impl FromStr for Compression {
 pub enum Encoder<W: Write> {
     None(W),
     Xz(XzEncoder<W>),
+    XzBlocks(xz::BlockEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -150,6 +155,9 @@ impl<W: Write> Encoder<W> {
         let threads = threads.max(1);
         Ok(match compression {
             Compression::None => Encoder::None(inner),
+            Compression::Xz if threads == 1 => {
+                Encoder::XzBlocks(xz::BlockEncoder::new(level as u32, XZ_BLOCK_SIZE, inner)?)
+            }
             Compression::Xz => {
                 let stream = MtStreamBuilder::new()
                     .preset(level as u32)
@@ -174,6 +182,7 @@ impl<W: Write> Encoder<W> {
         match self {
             Encoder::None(w) => Ok(w),
             Encoder::Xz(e) => e.finish(),
+            Encoder::XzBlocks(e) => e.finish(),
             Encoder::Zstd(e) => e.finish(),
         }
     }
@@ -184,6 +193,7 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::None(w) => w.write(buf),
             Encoder::Xz(e) => e.write(buf),
+            Encoder::XzBlocks(e) => e.write(buf),
             Encoder::Zstd(e) => e.write(buf),
         }
     }
@@ -192,6 +202,7 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::None(w) => w.flush(),
             Encoder::Xz(e) => e.flush(),
+            Encoder::XzBlocks(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
         }
     }
