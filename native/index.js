@@ -844,6 +844,7 @@ module.exports.packProgress = nativeBinding.packProgress
 module.exports.packStream = nativeBinding.packStream
 module.exports.readStoreDb = nativeBinding.readStoreDb
 module.exports.scanStore = nativeBinding.scanStore
+module.exports.syncFiles = nativeBinding.syncFiles
 module.exports.verifyNar = nativeBinding.verifyNar
 module.exports.verifyNarStream = nativeBinding.verifyNarStream
 module.exports.verifyProgress = nativeBinding.verifyProgress

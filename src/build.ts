@@ -103,7 +103,8 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   const { todo, present } = await plan(closure, dest);
 
   const published = new Set(present);
-  const waiting = new Map<string, { info: PathInfo; text: string; fileSize: number }>();
+  type Waiting = { info: PathInfo; text: string; fileSize: number };
+  const waiting = new Map<string, Waiting>();
   const baseline = packProgress();
   const progress: BuildProgress = {
     pathsTotal: todo.length,
@@ -123,22 +124,30 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
     options.onProgress?.({ ...progress, ...(written ? { written } : {}) });
   };
 
-  // Publishing runs as one chain, so narinfos are written one at a time in
-  // an order where every reference comes first.
+  // Publishing runs as one chain of batches: each takes every narinfo whose
+  // references are published or earlier in the batch, in that order, so
+  // the narinfos present always form a closed set. While one batch waits
+  // for the disk, the paths packed meanwhile gather into the next.
   let publishing = Promise.resolve();
   const publishReady = async () => {
+    if (options.signal?.aborted) return;
+    const batch = new Map<string, Waiting>();
+    const isPublished = (r: string) => published.has(r) || batch.has(r);
     for (let progressed = true; progressed; ) {
       progressed = false;
       for (const [storePath, entry] of waiting) {
-        if (options.signal?.aborted) return;
-        if (!entry.info.references.every((r) => r === storePath || published.has(r))) continue;
-        await dest.writeNarinfo(hashPart(storePath), entry.text);
-        waiting.delete(storePath);
-        published.add(storePath);
+        if (batch.has(storePath) || !entry.info.references.every((r) => r === storePath || isPublished(r))) continue;
+        batch.set(storePath, entry);
         progressed = true;
-        progress.pathsDone++;
-        report({ path: storePath, narSize: entry.info.narSize, fileSize: entry.fileSize });
       }
+    }
+    if (!batch.size) return;
+    await dest.writeNarinfos([...batch].map(([storePath, entry]) => ({ hashPart: hashPart(storePath), text: entry.text })));
+    for (const [storePath, entry] of batch) {
+      waiting.delete(storePath);
+      published.add(storePath);
+      progress.pathsDone++;
+      report({ path: storePath, narSize: entry.info.narSize, fileSize: entry.fileSize });
     }
   };
 
@@ -162,8 +171,13 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
       });
       fileBytes += file.fileSize;
       waiting.set(info.path, { info, text: formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? [])), fileSize: file.fileSize });
+      // Not awaited: the path's threads go back to the budget while its
+      // narinfo waits for those of its references. A failed batch ends
+      // publishing (and, through `stopped`, packing).
       publishing = publishing.then(publishReady);
-      await publishing;
+      publishing.catch((e: unknown) => {
+        failure ??= e;
+      });
     } catch (e) {
       failure ??= e;
     }
@@ -171,6 +185,8 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   const timer = options.onProgress ? setInterval(() => report(), PROGRESS_INTERVAL_MS) : undefined;
   try {
     await runWithBudget(todo, jobs, weightOf, packOne, stopped);
+    await publishing;
+    if (!stopped() && progress.pathsDone) await dest.flush();
   } finally {
     clearInterval(timer);
     options.signal?.removeEventListener('abort', onAbort);

@@ -142,7 +142,6 @@ program
       else process.stderr.write(formatSummary(summary, opts.output));
     } finally {
       reporter.done();
-      stop.release();
     }
   });
 
@@ -215,20 +214,22 @@ let exitCodeForSignal: number | undefined;
 
 /**
  * Turns the first SIGINT or SIGTERM into an abort, so the build stops
- * cleanly; a second one exits at once.
+ * cleanly; a second one exits at once. The handlers stay until the
+ * process ends: a signal during the last moments still sets the status.
  */
-function stopOnSignals(): { signal: AbortSignal; release: () => void } {
+function stopOnSignals(): { signal: AbortSignal } {
   const controller = new AbortController();
-  const handlers = Object.entries(SIGNAL_EXIT_CODES).map(([name, code]) => {
-    const handler = () => {
+  for (const [name, code] of Object.entries(SIGNAL_EXIT_CODES)) {
+    process.on(name, () => {
       if (controller.signal.aborted) process.exit(code);
       exitCodeForSignal = code;
+      // Even if the work is done by then: a shell waiting on us must see
+      // that the user stopped it.
+      process.exitCode = code;
       controller.abort();
-    };
-    process.on(name, handler);
-    return () => process.off(name, handler);
-  });
-  return { signal: controller.signal, release: () => handlers.forEach((off) => off()) };
+    });
+  }
+  return { signal: controller.signal };
 }
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -28,6 +28,7 @@ export const {
   packStream,
   readStoreDb,
   scanStore,
+  syncFiles,
   verifyNar,
   verifyNarStream,
   verifyProgress,

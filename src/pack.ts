@@ -1,7 +1,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as os from 'node:os';
-import { pack, packStream, type CancelToken, type PackedStream, type PackOptions, type PackResult } from './native';
+import { pack, packStream, syncFiles, type CancelToken, type PackedStream, type PackOptions, type PackResult } from './native';
 
 export type Compression = 'zstd' | 'xz' | 'none';
 
@@ -19,9 +19,20 @@ export interface PackPathOptions {
 /**
  * Packs the store path at `source` into `<dest>/nar/`: NAR, hashes and
  * compression in one streaming pass in the Rust core, off the JS thread.
+ * The file is durable (on disk, not only in the page cache) when this resolves.
  */
 export async function packPath(source: string, dest: string, options: PackPathOptions = {}): Promise<PackResult> {
   await fs.mkdir(path.join(dest, 'nar'), { recursive: true });
+  const packed = await packFile(source, dest, options);
+  await syncFiles([path.join(dest, packed.url)]);
+  return packed;
+}
+
+/**
+ * packPath without the directory's creation and without making the file
+ * durable, for a writer that syncs many files at once (syncFiles).
+ */
+export function packFile(source: string, dest: string, options: PackPathOptions = {}): Promise<PackResult> {
   return pack(source, dest, nativeOptions(options), options.cancel);
 }
 

@@ -1,6 +1,7 @@
 import type { Cache } from './cache';
 import { NarcacheError } from './errors';
 import { formatNarinfo, type Narinfo } from './narinfo';
+import type { NarinfoText } from './publish/destination';
 import { withCache } from './publish/open';
 import { runWithBudget } from './schedule';
 import { signNarinfo, type SecretKey } from './signing';
@@ -19,9 +20,10 @@ export interface SignSummary {
   seconds: number;
 }
 
-// Each narinfo is made durable before it is renamed (or PUT over the network): the disk or
-// the round trips, not the CPU, set the pace.
+// Narinfos are read (over the network, from S3) this many at a time, and
+// written back a batch at a time: a directory syncs once per batch.
 const CONCURRENCY = 16;
+const BATCH = 1024;
 
 /**
  * Adds a signature by each key to every narinfo of the cache at `location`
@@ -38,24 +40,27 @@ async function sign(cache: Cache, options: SignCacheOptions): Promise<SignSummar
   const started = performance.now();
   const files = await cache.narinfoFiles();
   let signed = 0;
-  let failure: unknown;
-  await runWithBudget(
-    files,
-    CONCURRENCY,
-    () => 1,
-    async (file) => {
-      try {
-        const withSigs = await signedNarinfo(cache, file, options.keys);
-        if (!withSigs) return;
-        await cache.writeNarinfo(file.slice(0, -'.narinfo'.length), formatNarinfo(withSigs));
-        signed++;
-      } catch (e) {
-        failure ??= e;
-      }
-    },
-    () => failure !== undefined,
-  );
-  if (failure !== undefined) throw failure;
+  for (let start = 0; start < files.length; start += BATCH) {
+    const batch: NarinfoText[] = [];
+    let failure: unknown;
+    await runWithBudget(
+      files.slice(start, start + BATCH),
+      CONCURRENCY,
+      () => 1,
+      async (file) => {
+        try {
+          const withSigs = await signedNarinfo(cache, file, options.keys);
+          if (withSigs) batch.push({ hashPart: file.slice(0, -'.narinfo'.length), text: formatNarinfo(withSigs) });
+        } catch (e) {
+          failure ??= e;
+        }
+      },
+      () => failure !== undefined,
+    );
+    if (failure !== undefined) throw failure;
+    await cache.writeNarinfos(batch);
+    signed += batch.length;
+  }
   return {
     cache: cache.location,
     narinfos: files.length,

@@ -64,7 +64,8 @@ export function startCli(args, { env = nixEnv } = {}) {
  *   { kind: 'time', ms }     ms after the start
  *   { kind: 'opened' }       once dir/nix-cache-info exists (the closure is known)
  *   { kind: 'temp', n }      once the n-th temporary NAR file is seen in dir/nar
- *   { kind: 'narinfo', n }   once the n-th "wrote" line is printed
+ *   { kind: 'narinfo', n }   once n narinfos are in dir (narinfos appear in batches: this
+ *                            lands amid a batch's renames as often as after one)
  * and, with `again`, the same signal once more 1 ms later. Resolves to { signalled,
  * atMs, exitMs (from the signal to the exit), code, signal, stderr, stdout }; signalled
  * is false if the process ended first.
@@ -83,28 +84,23 @@ export function buildAndSignal(args, dir, moment, signal, { again = false } = {}
   const timers = [];
   if (moment.kind === 'time') timers.push(setTimeout(send, moment.ms));
   if (moment.kind === 'opened') timers.push(setInterval(() => fs.existsSync(path.join(dir, 'nix-cache-info')) && send(), 2));
-  if (moment.kind === 'temp') {
+  const watch = (sub, counts) => {
     const seen = new Set();
     timers.push(
       setInterval(() => {
         let names = [];
         try {
-          names = fs.readdirSync(path.join(dir, 'nar'));
+          names = fs.readdirSync(path.join(dir, sub));
         } catch {
           return;
         }
-        for (const n of names) if (n.startsWith(TEMP_PREFIX)) seen.add(n);
+        for (const n of names) if (counts(n)) seen.add(n);
         if (seen.size >= moment.n) send();
-      }, 2),
+      }, 1),
     );
-  }
-  if (moment.kind === 'narinfo') {
-    let lines = 0;
-    child.stderr.on('data', (b) => {
-      lines += b.toString().split('\n').filter((l) => l.startsWith('narcache: wrote ')).length;
-      if (lines >= moment.n) send();
-    });
-  }
+  };
+  if (moment.kind === 'temp') watch('nar', (n) => n.startsWith(TEMP_PREFIX));
+  if (moment.kind === 'narinfo') watch('', (n) => n.endsWith('.narinfo') && !n.startsWith(TEMP_PREFIX));
   return child.done.then((r) => {
     timers.forEach((tm) => clearInterval(tm));
     const exitMs = atMs === undefined ? undefined : performance.now() - started - atMs;

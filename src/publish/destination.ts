@@ -18,10 +18,22 @@ export interface Destination {
    * there, and leaves nothing under that name if it fails.
    */
   writeNar(source: string, options: PackPathOptions): Promise<PackResult>;
-  /** Publishes a narinfo atomically: readers see all of it or nothing. */
-  writeNarinfo(hashPart: string, text: string): Promise<void>;
+  /**
+   * Publishes narinfos one after another in the given order, each
+   * atomically (readers see all of it or nothing), and none before its own
+   * bytes and every NAR file written before the call are durable: not even
+   * a power loss leaves a narinfo that points to a short file.
+   */
+  writeNarinfos(narinfos: NarinfoText[]): Promise<void>;
+  /** Makes everything published so far durable, the last names included. */
+  flush(): Promise<void>;
   /** Lets go of what the destination holds open (connections) once it is no longer used. */
   close(): void;
+}
+
+export interface NarinfoText {
+  hashPart: string;
+  text: string;
 }
 
 /** The `nix-cache-info` of a new cache, as Nix writes it. */

@@ -1,9 +1,9 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { NarcacheError } from '../errors';
-import type { PackResult } from '../native';
-import { packPath, type PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination } from './destination';
+import { syncFiles, type PackResult } from '../native';
+import { packFile, type PackPathOptions } from '../pack';
+import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
@@ -17,6 +17,8 @@ const LAYOUT_DIRS = ['nar', 'realisations', 'log', 'debuginfo', 'build-trace-v2'
 /** A flat-file binary cache in a local directory, as `file://` reads it. */
 export class DirectoryDestination implements Destination {
   readonly location: string;
+  /** NAR files written since the last sync: the next narinfos wait for them. */
+  private unsynced: string[] = [];
 
   constructor(dir: string) {
     this.location = path.resolve(dir);
@@ -42,13 +44,33 @@ export class DirectoryDestination implements Destination {
     );
   }
 
-  /** The Rust core writes the file itself, under a temporary name until it is complete and durable. */
-  writeNar(source: string, options: PackPathOptions): Promise<PackResult> {
-    return packPath(source, this.location, options);
+  /**
+   * The Rust core writes the file itself, under a temporary name until it
+   * is complete; it is made durable with the next narinfos, not on its own.
+   */
+  async writeNar(source: string, options: PackPathOptions): Promise<PackResult> {
+    const packed = await packFile(source, this.location, options);
+    this.unsynced.push(path.join(this.location, packed.url));
+    return packed;
   }
 
-  async writeNarinfo(hashPart: string, text: string): Promise<void> {
-    await writeFileAtomic(this.narinfoPath(hashPart), text);
+  async writeNarinfos(narinfos: NarinfoText[]): Promise<void> {
+    if (!narinfos.length) return;
+    const nars = this.unsynced;
+    this.unsynced = [];
+    try {
+      await writeFilesAtomic(
+        narinfos.map((n) => ({ target: this.narinfoPath(n.hashPart), text: n.text })),
+        { alsoSync: nars },
+      );
+    } catch (e) {
+      this.unsynced.push(...nars);
+      throw e;
+    }
+  }
+
+  async flush(): Promise<void> {
+    await sync([this.location]);
   }
 
   /** Nothing stays open between writes. */
@@ -60,42 +82,67 @@ export class DirectoryDestination implements Destination {
 }
 
 export interface WriteFileOptions {
-  /** Permissions of the file (default 0644). */
+  /** Permissions of the files (default 0644). */
   mode?: number;
-  /** Replace a file already at `target` (default); if false, fail instead. */
+  /** Replace a file already at a target (default); if false, fail instead. */
   overwrite?: boolean;
+  /** Files written before, made durable with these (see syncFiles). */
+  alsoSync?: string[];
+}
+
+/** Writes `text` to `target` as writeFilesAtomic does. */
+export function writeFileAtomic(target: string, text: string, options: WriteFileOptions = {}): Promise<void> {
+  return writeFilesAtomic([{ target, text }], options);
 }
 
 /**
- * Writes `text` under a temporary name beside `target`, makes it durable,
- * then renames it into place (or, not to overwrite, hard-links it, which
- * fails if `target` exists).
+ * Writes each text under a temporary name beside its target, makes them
+ * durable with one sync, then renames them into place in order (or, not to
+ * overwrite, hard-links each, which fails if its target exists).
  */
-export async function writeFileAtomic(target: string, text: string, options: WriteFileOptions = {}): Promise<void> {
-  const temp = path.join(
-    path.dirname(target),
-    `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`,
+export async function writeFilesAtomic(
+  files: { target: string; text: string }[],
+  options: WriteFileOptions = {},
+): Promise<void> {
+  const temps = files.map(({ target }) =>
+    path.join(path.dirname(target), `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`),
   );
+  let target: string | undefined;
   try {
-    const handle = await fs.open(temp, 'wx', options.mode ?? 0o644);
-    try {
-      // open's mode is filtered by the umask; a mode given is meant exactly.
-      if (options.mode !== undefined) await handle.chmod(options.mode);
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    if (options.overwrite ?? true) {
-      await fs.rename(temp, target);
-    } else {
-      await fs.link(temp, target);
-      await fs.rm(temp);
+    await Promise.all(files.map((file, i) => writeNew(temps[i], file.text, options.mode)));
+    await sync([...(options.alsoSync ?? []), ...temps]);
+    for (const [i, file] of files.entries()) {
+      target = file.target;
+      if (options.overwrite ?? true) {
+        await fs.rename(temps[i], target);
+      } else {
+        await fs.link(temps[i], target);
+        await fs.rm(temps[i]);
+      }
     }
   } catch (e) {
-    await fs.rm(temp, { force: true }).catch(() => undefined);
+    await Promise.all(temps.map((t) => fs.rm(t, { force: true }).catch(() => undefined)));
+    if (e instanceof NarcacheError) throw e;
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new NarcacheError(`${target} already exists`);
     throw writeError(e as NodeJS.ErrnoException);
+  }
+}
+
+/** syncFiles, failing with its one line. */
+function sync(paths: string[]): Promise<void> {
+  return syncFiles(paths).catch((e: Error) => {
+    throw new NarcacheError(e.message);
+  });
+}
+
+async function writeNew(file: string, text: string, mode: number | undefined): Promise<void> {
+  const handle = await fs.open(file, 'wx', mode ?? 0o644);
+  try {
+    // open's mode is filtered by the umask; a mode given is meant exactly.
+    if (mode !== undefined) await handle.chmod(mode);
+    await handle.writeFile(text);
+  } finally {
+    await handle.close();
   }
 }
 

@@ -11,7 +11,7 @@ import {
 import { limiter } from '../limit';
 import type { PackResult } from '../native';
 import type { PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination } from './destination';
+import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
 import { isNotFound, request, s3Client, s3Failure } from './s3-client';
 import { describeS3Location, type S3Location } from './s3-location';
 import { temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
@@ -88,10 +88,13 @@ export class S3Destination implements Destination {
     return uploadNar(this.upload, source, options);
   }
 
-  /** A PUT: S3 shows an object whole or not at all. */
-  writeNarinfo(hashPart: string, text: string): Promise<void> {
-    return this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE);
+  /** One PUT each, in order: S3 shows an object whole or not at all, and durable once the PUT succeeds. */
+  async writeNarinfos(narinfos: NarinfoText[]): Promise<void> {
+    for (const { hashPart, text } of narinfos) await this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE);
   }
+
+  /** Every PUT was durable when it succeeded. */
+  async flush(): Promise<void> {}
 
   /** Closes the connections kept open for further requests. */
   close(): void {

@@ -4,6 +4,7 @@
 
 pub mod compress;
 pub mod digest;
+pub mod durable;
 pub mod nar;
 pub mod nix32;
 pub mod pack;
@@ -13,6 +14,7 @@ pub mod store_scan;
 pub mod verify;
 
 pub use compress::{Compression, CompressionError};
+pub use durable::{sync_files, SyncError};
 pub use nar::NarIdentity;
 pub use pack::{pack, pack_into, PackError, PackOptions, Packed, Progress};
 pub use store_db::{read_closure, DbPathInfo, StoreDbError};

@@ -77,7 +77,7 @@ pub enum PackError {
 
 /// Serialises `source` as a NAR, compresses it into `nar_dir` under a
 /// temporary name and renames it to its final, content-addressed name once
-/// it is complete and on disk.
+/// it is complete (durable only after [`crate::sync_files`]).
 pub fn pack(source: &Path, nar_dir: &Path, options: &PackOptions) -> Result<Packed, PackError> {
     let temp = TempFile::create(nar_dir)?;
     let write_error = |source| PackError::Write {
@@ -247,13 +247,20 @@ impl TempFile {
         })
     }
 
-    /// Makes the data durable, then gives the file its final name, so that
-    /// a crash never leaves a short file under a name a narinfo points to.
+    /// Gives the complete file its final name. It is not yet durable: a
+    /// narinfo may point to it only after [`crate::sync_files`], which
+    /// flushes a whole batch of files at once. A file already under that
+    /// name (the same bytes, from another path or an earlier run, or what a
+    /// crash left short) may be pointed to by a published narinfo: it is
+    /// replaced only by bytes that are already on disk.
     fn persist(mut self, target: &Path) -> Result<(), PackError> {
-        let result = self
-            .file
-            .sync_all()
-            .and_then(|()| fs::rename(&self.path, target));
+        let result = match rename_new(&self.path, target) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self
+                .file
+                .sync_data()
+                .and_then(|()| fs::rename(&self.path, target)),
+            other => other,
+        };
         result.map_err(|source| PackError::Write {
             path: target.to_owned(),
             source,
@@ -261,6 +268,45 @@ impl TempFile {
         self.persisted = true;
         Ok(())
     }
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`).
+#[cfg(target_os = "linux")]
+fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (from_c, to_c) = (c(from)?, c(to)?);
+    // SAFETY: both strings are NUL-terminated and outlive the call.
+    let ret = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    match io::Error::last_os_error() {
+        // A file system without the flag: ask first, then rename.
+        e if e.raw_os_error() == Some(libc::EINVAL) => rename_if_absent(from, to),
+        e => Err(e),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+    rename_if_absent(from, to)
+}
+
+fn rename_if_absent(from: &Path, to: &Path) -> io::Result<()> {
+    if to.symlink_metadata().is_ok() {
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
+    fs::rename(from, to)
 }
 
 impl Drop for TempFile {
@@ -303,6 +349,17 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn packing_the_same_bytes_again_keeps_one_file_under_the_name() {
+        let src = tree();
+        let out = tempfile::tempdir().unwrap();
+        let opts = options(Compression::Zstd);
+        let first = pack(src.path(), out.path(), &opts).unwrap();
+        let second = pack(src.path(), out.path(), &opts).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(dir_entries(out.path()), vec![first.file_name]);
     }
 
     #[test]

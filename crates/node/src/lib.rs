@@ -65,7 +65,8 @@ pub struct PackProgress {
 
 /// Serialises the store path at `source` as a NAR, compresses it and writes
 /// it to `<dest>/nar/<filehash>.nar.<ext>` (under a temporary name until it
-/// is complete). Resolves to the hashes and sizes a narinfo needs.
+/// is complete; durable only after `syncFiles`). Resolves to the hashes and
+/// sizes a narinfo needs.
 /// With `cancel`, a later `cancel.cancel()` abandons the work: the Promise
 /// rejects and no file is left behind.
 #[napi(ts_return_type = "Promise<PackResult>")]
@@ -83,6 +84,15 @@ pub fn pack<'env>(
         let packed =
             narcache_core::pack(&PathBuf::from(source), &nar_dir, &options).map_err(reason)?;
         Ok(pack_result(&packed, options.compression))
+    })
+}
+
+/// Makes the contents of the files at `paths` and their names durable, as
+/// one batch: far cheaper than syncing each file as it is written.
+#[napi(ts_return_type = "Promise<void>")]
+pub fn sync_files(env: &Env, paths: Vec<String>) -> Result<Object<'_>> {
+    on_own_thread(env, "sync", move || {
+        narcache_core::sync_files(&paths).map_err(reason)
     })
 }
 

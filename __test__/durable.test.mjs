@@ -1,0 +1,103 @@
+// A narinfo is never renamed into place before its own bytes, its NAR and the NAR's
+// name are on disk. Watched under strace: the NAR file, nar/ and the narinfo's
+// temporary file were each synced after they were complete and before the
+// narinfo's rename; and the build ends by syncing the cache directory after its
+// last rename. So not even a power loss can leave a narinfo that points to a short
+// or missing file.
+import test from 'ava';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+
+import { narinfoFields, readNarinfos } from './helpers/cache.mjs';
+import { buildFixtures, CLI, cleanupTempDirs, closure, makeTempDir, run } from './helpers/nix.mjs';
+
+const fx = await buildFixtures();
+const paths = await closure([fx.root]);
+
+test.after.always(cleanupTempDirs);
+
+/**
+ * The completed calls of an `strace -f` log, in the order they completed, split calls
+ * joined; except close, placed where it began: its descriptor is free for another
+ * thread's open from then on.
+ */
+function calls(log) {
+  const pending = new Map();
+  const out = [];
+  for (const line of log.split('\n')) {
+    const m = /^(\d+)\s+(.*)$/.exec(line);
+    if (!m) continue;
+    let [, pid, text] = m;
+    if (text.endsWith('<unfinished ...>')) {
+      const begun = text.slice(0, -'<unfinished ...>'.length);
+      const close = /^close\((\d+)\s*$/.exec(begun);
+      if (close) out.push({ name: 'close', args: close[1], ret: 0 });
+      else pending.set(pid, begun);
+      continue;
+    }
+    if (/^<\.\.\. close resumed>/.test(text)) continue;
+    const resumed = /^<\.\.\. \w+ resumed>(.*)$/.exec(text);
+    if (resumed) {
+      text = (pending.get(pid) ?? '') + resumed[1];
+      pending.delete(pid);
+    }
+    const call = /^(\w+)\((.*)\)\s+= (-?\d+)/.exec(text);
+    if (call) out.push({ name: call[1], args: call[2], ret: Number(call[3]) });
+  }
+  return out;
+}
+
+for (const compression of ['zstd', 'none']) {
+  test(`${compression}: each narinfo is renamed into place only once it, its NAR and their names are on disk`, async (t) => {
+    const dest = makeTempDir('narcache-durable-');
+    const trace = path.join(makeTempDir('narcache-durable-trace-'), 'trace');
+    const r = await run('strace', [
+      '-f', '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2,openat,close', '-o', trace,
+      process.execPath, CLI, 'build', fx.root, '-o', dest, '--compression', compression,
+    ]);
+    t.is(r.code, 0, r.stderr);
+
+    const renames = new Map(); // final name → [{ at, from }], a name may be written twice
+    const closedAt = new Map(); // file → position of its first close: the end of its writing
+    const syncedAt = new Map(); // file or directory → positions of its syncs
+    const openFds = new Map();
+    calls(await fs.readFile(trace, 'utf8')).forEach((c, i) => {
+      const names = [...c.args.matchAll(/"([^"]*)"/g)].map((m) => m[1]);
+      const fd = Number(c.args.split(',')[0]);
+      if (c.ret < 0) return;
+      if (/^rename/.test(c.name)) {
+        renames.set(names[1], [...(renames.get(names[1]) ?? []), { at: i, from: names[0] }]);
+      } else if (c.name === 'openat' && names[0]?.startsWith(dest)) {
+        openFds.set(c.ret, path.normalize(names[0]));
+      } else if (c.name === 'close' && openFds.has(fd)) {
+        if (!closedAt.has(openFds.get(fd))) closedAt.set(openFds.get(fd), i);
+        openFds.delete(fd);
+      } else if ((c.name === 'fsync' || c.name === 'fdatasync') && openFds.has(fd)) {
+        const file = openFds.get(fd);
+        syncedAt.set(file, [...(syncedAt.get(file) ?? []), i]);
+      }
+    });
+    const syncedBetween = (file, after, before) => (syncedAt.get(file) ?? []).some((s) => s > after && s < before);
+    // The rename that put the file now under `name` in place, as of position `at`.
+    const lastRename = (name, at) => (renames.get(name) ?? []).filter((r) => r.at < at).pop();
+
+    const narinfos = await readNarinfos(dest);
+    t.is(narinfos.size, paths.length);
+    for (const [hash, text] of narinfos) {
+      const file = path.join(dest, `${hash}.narinfo`);
+      const { at, from: temp } = renames.get(file)?.at(-1) ?? {};
+      const nar = path.join(dest, narinfoFields(text).URL);
+      const narRename = lastRename(nar, at);
+      t.true(at !== undefined && narRename !== undefined && closedAt.has(temp), `${hash}: renames or writes not seen`);
+      // Its NAR: synced, name and all, after it got its name; or, when it replaced a file of
+      // the same name (the same bytes, packed for another path), synced before it did.
+      const narDurable =
+        (syncedBetween(nar, narRename.at, at) && syncedBetween(path.dirname(nar), narRename.at, at)) ||
+        syncedBetween(narRename.from, -1, narRename.at);
+      t.true(narDurable, `${hash}.narinfo renamed (call ${at}) before its NAR, renamed at ${narRename.at}, was on disk`);
+      t.true(syncedBetween(temp, closedAt.get(temp), at), `${hash}.narinfo renamed before its own bytes were synced`);
+    }
+    const last = Math.max(...[...renames.values()].flat().map((r) => r.at));
+    t.true(syncedBetween(path.normalize(dest), last, Infinity), 'the cache directory was not synced after the last rename');
+  });
+}
