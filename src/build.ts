@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import type { Closure, PathInfo } from './closure';
 import { InterruptedError, NarcacheError } from './errors';
 import { CancelToken, compressionChunkSize, packProgress } from './native';
-import { runWithBudget } from './schedule';
+import { runWithBudget, threadsForPath } from './schedule';
 import { formatNarinfo, narinfoFor } from './narinfo';
 import type { Compression } from './pack';
 import { plan } from './plan';
@@ -157,8 +157,9 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   options.signal?.addEventListener('abort', onAbort, { once: true });
   const stopped = () => failure !== undefined || options.signal?.aborted === true;
   const chunk = compressionChunkSize(compression);
-  // A path can keep as many compressor threads busy as it has chunks.
-  const weightOf = (info: PathInfo) => (chunk ? Math.ceil(info.narSize / chunk) : 1);
+  // NAR bytes of the paths not yet packed, those being packed included.
+  let unpacked = progress.narBytesTotal;
+  const weightOf = (info: PathInfo) => threadsForPath(info.narSize, unpacked, jobs, chunk);
   const packOne = async (info: PathInfo, threads: number) => {
     try {
       const source = path.join(storeRoot, path.posix.relative(closure.storeDir, info.path));
@@ -180,6 +181,8 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
       });
     } catch (e) {
       failure ??= e;
+    } finally {
+      unpacked -= info.narSize;
     }
   };
   const timer = options.onProgress ? setInterval(() => report(), PROGRESS_INTERVAL_MS) : undefined;
