@@ -16,7 +16,10 @@ use crate::digest::{Hashed, Sha256Hash};
 use crate::nar::{self, NarError, NarIdentity};
 use crate::nix32;
 
-const WRITE_BUFFER: usize = 1 << 20;
+/// No larger than the NAR writer's pieces of file content, which then go
+/// on without a copy into the buffer; only the small pieces of NAR framing
+/// are gathered.
+const WRITE_BUFFER: usize = nar::COPY_BUFFER;
 /// Prefix of the names under which NARs are written before they are
 /// complete; nothing in a cache ever points at such a file.
 pub const TEMP_PREFIX: &str = ".tmp-narcache-";
@@ -120,8 +123,14 @@ pub fn pack_into<W: Write>(
             let hashed = Hashed::new(sink).with_progress(file_counter.into_iter().collect());
             let encoder = Encoder::new(compression, options.level, options.threads, hashed)
                 .map_err(PackError::Output)?;
-            let (encoder, nar) =
-                write_nar(source, encoder, nar_counter.into_iter().collect(), options)?;
+            // Each call into a multi-threaded encoder takes its locks: the
+            // NAR's many small tokens go in gathered, file contents as they come.
+            let gathered = BufWriter::with_capacity(WRITE_BUFFER, encoder);
+            let (gathered, nar) =
+                write_nar(source, gathered, nar_counter.into_iter().collect(), options)?;
+            let encoder = gathered
+                .into_inner()
+                .map_err(|e| PackError::Output(e.into_error()))?;
             // Before the compressor's trailer: a refused NAR is never complete.
             check_expected(source, options, nar)?;
             let (sink, file_hash, file_size) =

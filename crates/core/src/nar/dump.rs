@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-const COPY_BUFFER: usize = 256 * 1024;
+/// The most file content handed to the writer in one call.
+pub(crate) const COPY_BUFFER: usize = 256 * 1024;
 
 #[derive(Debug, Error)]
 pub enum NarError {

@@ -5,6 +5,7 @@
 mod dump;
 mod parse;
 
+pub(crate) use dump::COPY_BUFFER;
 pub use dump::{dump, NarError};
 pub use parse::{
     parse, Expected, Found, Node, NodeKind, ParseError, Visit, MAX_DEPTH, MAX_NAME, MAX_PATH,
