@@ -26,26 +26,25 @@ pub struct SyncError {
 /// Makes the contents of the files at `paths` and their names (the
 /// directories holding them) durable.
 pub fn sync_files<P: AsRef<Path>>(paths: &[P]) -> Result<(), SyncError> {
-    let mut files = Vec::with_capacity(paths.len());
-    let mut dirs = Vec::new();
-    let mut seen_dirs = HashSet::new();
+    // One descriptor open at a time, however large the batch (a closure's
+    // first batch may hold thousands of files); every file's writeback is
+    // started before the first wait.
+    let each = |run: fn(File) -> io::Result<()>| {
+        paths.iter().try_for_each(|path| {
+            let path = path.as_ref();
+            File::open(path).and_then(run).map_err(|e| error(path, e))
+        })
+    };
+    each(|file| start_writeback(&file))?;
+    each(|file| file.sync_data())?;
+    let mut dirs = HashSet::new();
     for path in paths {
-        let path = path.as_ref();
-        let file = File::open(path).map_err(|e| error(path, e))?;
-        start_writeback(&file).map_err(|e| error(path, e))?;
-        files.push((path, file));
-        let dir = path.parent().unwrap_or(Path::new("."));
-        if seen_dirs.insert(dir) {
-            dirs.push(dir);
+        let dir = path.as_ref().parent().unwrap_or(Path::new("."));
+        if dirs.insert(dir) {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| error(dir, e))?;
         }
-    }
-    for (path, file) in files {
-        file.sync_data().map_err(|e| error(path, e))?;
-    }
-    for dir in dirs {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| error(dir, e))?;
     }
     Ok(())
 }
