@@ -1,6 +1,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as os from 'node:os';
+import { NarcacheError } from './errors';
 import { pack, packStream, syncFiles, type CancelToken, type PackedStream, type PackOptions, type PackResult } from './native';
 
 export type Compression = 'zstd' | 'xz' | 'none';
@@ -24,13 +25,23 @@ export interface PackPathOptions {
 export async function packPath(source: string, dest: string, options: PackPathOptions = {}): Promise<PackResult> {
   await fs.mkdir(path.join(dest, 'nar'), { recursive: true });
   const packed = await packFile(source, dest, options);
-  await syncFiles([path.join(dest, packed.url)]);
+  await makeDurable([path.join(dest, packed.url)]);
   return packed;
 }
 
 /**
+ * Makes the contents of the files at `paths` and their names durable, as
+ * one batch (the Rust core's syncFiles); fails with one line naming the file.
+ */
+export function makeDurable(paths: string[]): Promise<void> {
+  return syncFiles(paths).catch((e: Error) => {
+    throw new NarcacheError(e.message);
+  });
+}
+
+/**
  * packPath without the directory's creation and without making the file
- * durable, for a writer that syncs many files at once (syncFiles).
+ * durable, for a writer that syncs many files at once (makeDurable).
  */
 export function packFile(source: string, dest: string, options: PackPathOptions = {}): Promise<PackResult> {
   return pack(source, dest, nativeOptions(options), options.cancel);

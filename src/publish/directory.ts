@@ -1,8 +1,8 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { NarcacheError } from '../errors';
-import { syncFiles, type PackResult } from '../native';
-import { packFile, type PackPathOptions } from '../pack';
+import type { PackResult } from '../native';
+import { makeDurable, packFile, type PackPathOptions } from '../pack';
 import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
 
 /** Names of files being written; never referenced by anything in a cache. */
@@ -70,7 +70,7 @@ export class DirectoryDestination implements Destination {
   }
 
   async flush(): Promise<void> {
-    await sync([this.location]);
+    await makeDurable([this.location]);
   }
 
   /** Nothing stays open between writes. */
@@ -86,7 +86,7 @@ export interface WriteFileOptions {
   mode?: number;
   /** Replace a file already at a target (default); if false, fail instead. */
   overwrite?: boolean;
-  /** Files written before, made durable with these (see syncFiles). */
+  /** Files written before, made durable with these (see makeDurable). */
   alsoSync?: string[];
 }
 
@@ -110,7 +110,7 @@ export async function writeFilesAtomic(
   let target: string | undefined;
   try {
     await Promise.all(files.map((file, i) => writeNew(temps[i], file.text, options.mode)));
-    await sync([...(options.alsoSync ?? []), ...temps]);
+    await makeDurable([...(options.alsoSync ?? []), ...temps]);
     for (const [i, file] of files.entries()) {
       target = file.target;
       if (options.overwrite ?? true) {
@@ -126,13 +126,6 @@ export async function writeFilesAtomic(
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new NarcacheError(`${target} already exists`);
     throw writeError(e as NodeJS.ErrnoException);
   }
-}
-
-/** syncFiles, failing with its one line. */
-function sync(paths: string[]): Promise<void> {
-  return syncFiles(paths).catch((e: Error) => {
-    throw new NarcacheError(e.message);
-  });
 }
 
 async function writeNew(file: string, text: string, mode: number | undefined): Promise<void> {
