@@ -6,9 +6,11 @@
 //! depends only on the input and the level, never on the number of
 //! threads, so caches are byte-identical whatever `--jobs` and the
 //! machine's core count. (xz on one thread has its own encoder of those
-//! bytes, [`xz::BlockEncoder`], which needs less memory.)
+//! bytes, [`xz::BlockEncoder`], which needs less memory; zstd streams
+//! reuse their contexts, [`zstd::Encoder`].)
 
 mod xz;
+mod zstd;
 
 use std::fmt;
 use std::io::{self, BufReader, Read, Write};
@@ -18,7 +20,6 @@ use liblzma::bufread::XzDecoder;
 use liblzma::stream::{Check, MtStreamBuilder, Stream, CONCATENATED};
 use liblzma::write::XzEncoder;
 use thiserror::Error;
-use zstd::zstd_safe::CParameter;
 
 /// xz's own default block size for presets 6 to 9 (3 × the 8 MiB
 /// dictionary), fixed so that it does not vary with the preset or threads.
@@ -145,7 +146,7 @@ pub enum Encoder<W: Write> {
     None(W),
     Xz(XzEncoder<W>),
     XzBlocks(xz::BlockEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Zstd(zstd::Encoder<W>),
 }
 
 impl<W: Write> Encoder<W> {
@@ -169,11 +170,7 @@ impl<W: Write> Encoder<W> {
                 Encoder::Xz(XzEncoder::new_stream(inner, stream))
             }
             Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
-                enc.multithread(threads)?;
-                enc.set_parameter(CParameter::JobSize(ZSTD_JOB_SIZE))?;
-                enc.include_checksum(true)?;
-                Encoder::Zstd(enc)
+                Encoder::Zstd(zstd::Encoder::new(level, threads, ZSTD_JOB_SIZE, inner)?)
             }
         })
     }
@@ -215,7 +212,7 @@ impl<W: Write> Write for Encoder<W> {
 /// asks for and [`DECODER_MEMORY_LIMIT`], whatever the data expands to.
 pub enum Decoder<R: Read> {
     Xz(XzDecoder<BufReader<R>>),
-    Zstd(zstd::stream::read::Decoder<'static, BufReader<R>>),
+    Zstd(::zstd::stream::read::Decoder<'static, BufReader<R>>),
 }
 
 impl<R: Read> Decoder<R> {
@@ -227,7 +224,7 @@ impl<R: Read> Decoder<R> {
 
     pub fn zstd(inner: R) -> io::Result<Self> {
         let input = BufReader::with_capacity(DECODER_INPUT_BUFFER, inner);
-        let mut decoder = zstd::stream::read::Decoder::with_buffer(input)?;
+        let mut decoder = ::zstd::stream::read::Decoder::with_buffer(input)?;
         decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
         Ok(Decoder::Zstd(decoder))
     }
@@ -291,7 +288,7 @@ mod tests {
                         .unwrap();
                 }
                 _ => {
-                    zstd::stream::read::Decoder::new(&one[..])
+                    ::zstd::stream::read::Decoder::new(&one[..])
                         .unwrap()
                         .read_to_end(&mut back)
                         .unwrap();
