@@ -30,13 +30,15 @@ function table(header, rows) {
 /**
  * The table of runs: one row each, with narcache's wall time divided by the
  * row's (same compression). idle-core s: time with half a core or more idle
- * on the whole machine (sampled runs only).
+ * on the whole machine (sampled runs only). passes: how many passes the wall
+ * and CPU times are the median of.
  */
 export function formatRuns(runs) {
-  const header = ['run', 'compr.', 'wall s', 'MB/s', 'CPU s', 'cores busy', 'idle-core s', 'other CPU s', 'peak RSS MiB', 'output bytes', 'narcache ÷ this', 'jobs 1 = jobs 2'];
+  const header = ['run', 'compr.', 'passes', 'wall s', 'MB/s', 'CPU s', 'cores busy', 'idle-core s', 'other CPU s', 'peak RSS MiB', 'output bytes', 'narcache ÷ this', 'jobs 1 = jobs 2'];
   const rows = runs.map((r) => (r.error ? { ...r, mbPerSecond: null, cpuSeconds: null, coresBusy: null, underusedSeconds: null } : r)).map((r) => [
     r.id,
     r.compression,
+    r.passes?.length ?? 1,
     r.error ? 'FAILED' : fixed(r.wallSeconds, 2),
     fixed(r.mbPerSecond, 1),
     fixed(r.cpuSeconds, 1),
