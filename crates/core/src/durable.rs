@@ -58,11 +58,21 @@ fn error(path: &Path, source: io::Error) -> SyncError {
 
 /// Asks the kernel to start writing the file's dirty pages back, without
 /// waiting, so that the whole batch is under way before the first sync.
-#[cfg(target_os = "linux")]
 fn start_writeback(file: &File) -> io::Result<()> {
+    start_writeback_range(file, 0, 0)
+}
+
+/// The same for `len` bytes from `offset` (0: to the end of the file).
+#[cfg(target_os = "linux")]
+pub(crate) fn start_writeback_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
     // SAFETY: the call only reads the descriptor, which `file` keeps open.
-    let ret = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    let ret = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
     if ret == 0 {
         Ok(())
     } else {
@@ -71,7 +81,7 @@ fn start_writeback(file: &File) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_: &File) -> io::Result<()> {
+pub(crate) fn start_writeback_range(_: &File, _: u64, _: u64) -> io::Result<()> {
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::compress::{Compression, Encoder};
 use crate::digest::{Hashed, Sha256Hash};
+use crate::durable;
 use crate::nar::{self, NarError, NarIdentity};
 use crate::nix32;
 
@@ -20,6 +21,9 @@ use crate::nix32;
 /// on without a copy into the buffer; only the small pieces of NAR framing
 /// are gathered.
 const WRITE_BUFFER: usize = nar::COPY_BUFFER;
+/// How much of a NAR file is written between two requests to the kernel
+/// to start writing it to the disk.
+const WRITEBACK_STEP: u64 = 8 << 20;
 /// Prefix of the names under which NARs are written before they are
 /// complete; nothing in a cache ever points at such a file.
 pub const TEMP_PREFIX: &str = ".tmp-narcache-";
@@ -87,7 +91,7 @@ pub fn pack(source: &Path, nar_dir: &Path, options: &PackOptions) -> Result<Pack
         path: temp.path.clone(),
         source,
     };
-    let sink = BufWriter::with_capacity(WRITE_BUFFER, &temp.file);
+    let sink = BufWriter::with_capacity(WRITE_BUFFER, WritingBack::new(&temp.file));
     let (sink, packed) = pack_into(source, sink, options).map_err(|e| match e {
         PackError::Output(source) => write_error(source),
         other => other,
@@ -207,6 +211,49 @@ impl<W: Write> Write for Cancellable<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Writes a file and starts its writeback every [`WRITEBACK_STEP`] bytes.
+/// The kernel would otherwise hold gigabytes dirty (its own writeback
+/// starts at a tenth of memory), and the sync that publishes a large NAR,
+/// often among the last to finish, would wait for all of it at once at the
+/// end of the build while the cores idle.
+struct WritingBack<'a> {
+    file: &'a File,
+    written: u64,
+    started: u64,
+}
+
+impl<'a> WritingBack<'a> {
+    fn new(file: &'a File) -> Self {
+        Self {
+            file,
+            written: 0,
+            started: 0,
+        }
+    }
+}
+
+impl Write for WritingBack<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = (&mut &*self.file).write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= WRITEBACK_STEP {
+            // Only a request: the sync before publishing reports any
+            // failure to write these pages.
+            let _ = durable::start_writeback_range(
+                self.file,
+                self.started,
+                self.written - self.started,
+            );
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
