@@ -18,14 +18,16 @@ const MAX_SYMLINKS = 40;
 export async function closureFromNix(roots: string[], storeDir = DEFAULT_STORE_DIR): Promise<Closure> {
   if (!roots.length) throw new NarcacheError('no store paths given');
   const storePaths = roots.map((r) => resolveToStorePath(r, storeDir));
-  const requisites = (await run('nix-store', ['--query', '--requisites', ...storePaths])).split('\n').filter(Boolean);
-  const registered = parseRegistration(await run('nix-store', ['--dump-db', ...requisites]), 'nix-store --dump-db');
-  const extra = new Map(
-    parsePathInfoJson(
-      await run('nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--json', ...requisites]),
-      'nix path-info --json',
-    ).map((info) => [info.path, info]),
-  );
+  // Both at once: each Nix command spends a few hundred milliseconds, and no
+  // path is packed before the closure is known.
+  const [registered, described] = await Promise.all([
+    run('nix-store', ['--query', '--requisites', ...storePaths]).then(async (out) => {
+      const requisites = out.split('\n').filter(Boolean);
+      return parseRegistration(await run('nix-store', ['--dump-db', ...requisites]), 'nix-store --dump-db');
+    }),
+    run('nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', ...storePaths]),
+  ]);
+  const extra = new Map(parsePathInfoJson(described, 'nix path-info --json').map((info) => [info.path, info]));
   const paths: PathInfo[] = registered.map((info) => {
     const more = extra.get(info.path);
     return { ...info, ...(more?.ca ? { ca: more.ca } : {}), sigs: more?.sigs ?? [] };
