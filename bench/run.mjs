@@ -7,7 +7,7 @@
 // --to file://`, the algorithm of nixpkgs' mkBinaryCache and the physical
 // limits (zstd/xz of all NARs in one stream; reading and hashing every
 // file once), checks that narcache's output does not depend on --jobs, and
-// writes bench-out/results.{json,svg}.
+// writes results.{json,svg} (into bench-out/ unless --out says otherwise).
 
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -22,7 +22,6 @@ import { buildClosure } from './closure.mjs';
 import { measure, utilisation } from './measure.mjs';
 import { formatBytes, formatRuns, formatTargets, sparkline, svgChart } from './report.mjs';
 
-const OUT = path.join(REPO, 'bench-out');
 const CLI = path.join(REPO, 'dist', 'cli.js');
 const ADDON = path.join(REPO, 'native', 'narcache.linux-x64-gnu.node');
 const BENCH = path.join(REPO, 'bench');
@@ -52,7 +51,8 @@ const HELP = `usage: npm run bench [-- options]   (bench:quick = --quick)
                         alternating (full: 3, quick: 1); the table gives the
                         median. A pair whose first passes take over ${REPEAT_MAX_SECONDS} s
                         together runs once (xz: its passes take ~10 min each).
-  --keep                keep the caches and the NAR stream in bench-out/
+  --out DIR             where results, logs and caches go (default bench-out/)
+  --keep                keep the caches and the NAR stream in DIR
 
 Groups for --only/--skip: a compression (none, zstd, xz), a tool (narcache,
 nix-copy, mkbinarycache, limit), determinism (narcache's extra
@@ -72,6 +72,7 @@ function parseOptions() {
       'small-files': { type: 'string' },
       'blob-mib': { type: 'string' },
       repeat: { type: 'string' },
+      out: { type: 'string' },
       keep: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -95,6 +96,7 @@ function parseOptions() {
     smallFiles: number('small-files', size.smallFiles),
     blobBytes: number('blob-mib', size.blobMiB) * 1024 * 1024,
     repeat: number('repeat', size.repeat),
+    out: path.resolve(values.out ?? path.join(REPO, 'bench-out')),
     keep: values.keep ?? false,
   };
 }
@@ -290,10 +292,10 @@ async function main() {
   if (!fs.existsSync(CLI)) throw new UsageError(`${path.relative(REPO, CLI)} is missing: run npm run build first`);
   const { cores, mode } = options;
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const logDir = path.join(OUT, 'logs', stamp);
+  const logDir = path.join(options.out, 'logs', stamp);
   // A new cache directory every session: Nix remembers what a binary cache
   // URL held (narinfo disk cache) and must not skip a path it wrote before.
-  const cacheDir = path.join(OUT, 'caches', stamp);
+  const cacheDir = path.join(options.out, 'caches', stamp);
   await fsp.mkdir(logDir, { recursive: true });
   await fsp.mkdir(cacheDir, { recursive: true });
   const env = nixEnv;
@@ -303,7 +305,7 @@ async function main() {
   let t = performance.now();
   const closure = await buildClosure({
     mode,
-    workDir: OUT,
+    workDir: options.out,
     logFile: path.join(logDir, 'nix-build.log'),
     packages: options.packages,
     maxKiB: options.maxKiB,
@@ -418,6 +420,18 @@ async function main() {
     if (r.output && !options.keep && !result.error) await rmrf(r.output); // a failed run's output is kept for diagnosis
     failed ||= !!result.error;
     results.push(result);
+    log(
+      result.error
+        ? `    FAILED: ${result.error}`
+        : `    ${result.wallSeconds.toFixed(2)} s, ${result.mbPerSecond.toFixed(1)} MB/s, ` +
+            `${result.coresBusy.toFixed(2)} cores busy, peak RSS ${result.peakRssMiB.toFixed(0)} MiB, ` +
+            `output ${result.outputBytes ?? '-'} bytes, other processes ${result.otherCpuSeconds.toFixed(1)} CPU s` +
+            (result.coresBusySlices
+              ? `\n    cores busy over time, this run: ${sparkline(result.coresBusySlices, cores)}` +
+                `\n                    other processes: ${sparkline(result.otherCoresBusySlices, cores)}` +
+                `\n    ${result.underusedSeconds.toFixed(1)} s with half a core or more idle`
+              : ''),
+    );
     if (r.tool === 'narcache' && r.id === `narcache-${r.compression}`) {
       const limit = results.find((l) => l.id === limitId(r.compression));
       const limitRun = runs.find((l) => l.id === limit?.id);
@@ -444,18 +458,6 @@ async function main() {
         }
       }
     }
-    log(
-      result.error
-        ? `    FAILED: ${result.error}`
-        : `    ${result.wallSeconds.toFixed(2)} s, ${result.mbPerSecond.toFixed(1)} MB/s, ` +
-            `${result.coresBusy.toFixed(2)} cores busy, peak RSS ${result.peakRssMiB.toFixed(0)} MiB, ` +
-            `output ${result.outputBytes ?? '-'} bytes, other processes ${result.otherCpuSeconds.toFixed(1)} CPU s` +
-            (result.coresBusySlices
-              ? `\n    cores busy over time, this run: ${sparkline(result.coresBusySlices, cores)}` +
-                `\n                    other processes: ${sparkline(result.otherCoresBusySlices, cores)}` +
-                `\n    ${result.underusedSeconds.toFixed(1)} s with half a core or more idle`
-              : ''),
-    );
   }
 
   await gateway?.stop();
@@ -539,12 +541,12 @@ async function main() {
     targets,
   };
   // results.json is the latest session's; the log directory keeps every session's.
-  for (const dir of [OUT, logDir]) await fsp.writeFile(path.join(dir, 'results.json'), JSON.stringify(json, null, 2) + '\n');
+  for (const dir of [options.out, logDir]) await fsp.writeFile(path.join(dir, 'results.json'), JSON.stringify(json, null, 2) + '\n');
   await fsp.writeFile(
-    path.join(OUT, 'results.svg'),
+    path.join(options.out, 'results.svg'),
     svgChart(results, `narcache bench (${mode}): ${closure.paths.length} paths, NAR ${formatBytes(closure.narSize)}, ${cores} cores — wall seconds`),
   );
-  log(`\nwrote ${path.relative(REPO, path.join(OUT, 'results.json'))} and results.svg`);
+  log(`\nwrote ${path.join(options.out, 'results.json')} and results.svg`);
   if (!options.keep && !failed) await rmrf(cacheDir);
   else log(`kept ${path.relative(REPO, cacheDir)}`);
   return failed ? 1 : 0;

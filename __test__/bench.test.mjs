@@ -1,0 +1,43 @@
+// The benchmark's quick mode as a smoke test: the whole harness (nix-build
+// of the closure, nix copy, the mkBinaryCache algorithm, the limits, S3,
+// passes compared by their medians) runs, and narcache's caches are complete
+// and identical for --jobs 1 and --jobs 2. The speed targets are for the
+// full run on a quiet machine and are not asserted here.
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+
+import test from 'ava';
+
+import { nixEnv, REPO, run, tempDir } from './helpers/nix.mjs';
+
+test('npm run bench:quick runs every comparison; narcache is deterministic', async (t) => {
+  const out = tempDir(t, 'narcache-bench-');
+  const r = await run(process.execPath, [path.join(REPO, 'bench', 'run.mjs'), '--quick', '--repeat', '2', '--out', out], { env: nixEnv });
+  t.is(r.code, 0, `${r.stderr}\n${r.stdout.slice(-4000)}`);
+
+  const results = JSON.parse(await fsp.readFile(path.join(out, 'results.json'), 'utf8'));
+  const byId = new Map(results.runs.map((x) => [x.id, x]));
+  for (const id of [
+    'limit-read-hash', 'narcache-none', 'nix-copy-none',
+    'limit-zstd', 'narcache-zstd', 'narcache-zstd-s3', 'mkbinarycache-zstd', 'nix-copy-zstd',
+    'limit-xz', 'narcache-xz', 'nix-copy-xz-parallel', 'nix-copy-xz',
+  ]) {
+    t.true(byId.has(id), `run ${id}`);
+    t.is(byId.get(id)?.error, undefined, `run ${id} failed`);
+  }
+  for (const c of ['none', 'zstd', 'xz']) {
+    const ours = byId.get(`narcache-${c}`);
+    const limit = byId.get(c === 'none' ? 'limit-read-hash' : `limit-${c}`);
+    t.is(ours.passes.length, 2, `narcache-${c} passes`);
+    t.is(limit.passes.length, 2, `${limit.id} passes`);
+    const walls = ours.passes.map((p) => p.wallSeconds);
+    t.is(ours.wallSeconds, (walls[0] + walls[1]) / 2, `narcache-${c}: the median of its passes`);
+    t.is(ours.summary.paths, results.closure.paths);
+  }
+  t.deepEqual(
+    results.determinism.map((d) => [d.compression, d.identical]),
+    [['none', true], ['zstd', true], ['xz', true]],
+  );
+  t.true(results.checks.filter((c) => !c.informational).every((c) => c.ok === true));
+  t.true(results.targets.length >= 10);
+});
