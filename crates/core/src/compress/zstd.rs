@@ -56,15 +56,7 @@ impl<W: Write> Encoder<W> {
     /// Ends the frame and gives back the inner writer. A stream dropped
     /// without `finish` (an error, a cancellation) frees its context.
     pub fn finish(mut self) -> io::Result<W> {
-        loop {
-            let mut out = OutBuffer::around(&mut self.out[..]);
-            let left = self.context.end_stream(&mut out).map_err(error)?;
-            let n = out.pos();
-            self.inner.write_all(&self.out[..n])?;
-            if left == 0 {
-                break;
-            }
-        }
+        self.run(&[], ZSTD_EndDirective::ZSTD_e_end)?;
         let Self { context, inner, .. } = self;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let mut idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner);
