@@ -84,8 +84,13 @@ export function buildAndSignal(args, dir, moment, signal, { again = false } = {}
   const timers = [];
   if (moment.kind === 'time') timers.push(setTimeout(send, moment.ms));
   if (moment.kind === 'opened') timers.push(setInterval(() => fs.existsSync(path.join(dir, 'nix-cache-info')) && send(), 2));
+  const watchers = [];
   const watch = (sub, counts) => {
     const seen = new Set();
+    const note = (names) => {
+      for (const n of names) if (counts(n)) seen.add(n);
+      if (seen.size >= moment.n) send();
+    };
     timers.push(
       setInterval(() => {
         let names = [];
@@ -94,8 +99,10 @@ export function buildAndSignal(args, dir, moment, signal, { again = false } = {}
         } catch {
           return;
         }
-        for (const n of names) if (counts(n)) seen.add(n);
-        if (seen.size >= moment.n) send();
+        // Polling sees what is there; the watch also sees the files that
+        // come and go between two polls (a small path's temporary NAR).
+        if (!watchers.length) watchers.push(fs.watch(path.join(dir, sub), (_, name) => name && note([String(name)])));
+        note(names);
       }, 1),
     );
   };
@@ -103,6 +110,7 @@ export function buildAndSignal(args, dir, moment, signal, { again = false } = {}
   if (moment.kind === 'narinfo') watch('', (n) => n.endsWith('.narinfo') && !n.startsWith(TEMP_PREFIX));
   return child.done.then((r) => {
     timers.forEach((tm) => clearInterval(tm));
+    watchers.forEach((w) => w.close());
     const exitMs = atMs === undefined ? undefined : performance.now() - started - atMs;
     return { ...r, signalled: atMs !== undefined, atMs, exitMs };
   });
