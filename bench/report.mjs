@@ -56,7 +56,7 @@ export function formatRuns(runs) {
 export function formatTargets(targets) {
   return table(
     ['target (issue 10)', 'measured', 'limit', 'result'],
-    targets.map((t) => [t.what, t.measured === null ? 'not run' : fixed(t.measured, 3), t.limit, t.measured === null ? '-' : t.met ? 'met' : 'MISSED']),
+    targets.map((t) => [t.what, t.measured === null ? 'not run' : fixed(t.measured, 3), t.limit, t.measured === null ? '-' : t.informational ? (t.met ? 'below' : 'above') : t.met ? 'met' : 'MISSED']),
   );
 }
 
