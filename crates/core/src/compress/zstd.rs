@@ -29,9 +29,11 @@ use zstd::zstd_safe::{self, CCtx, CParameter, InBuffer, OutBuffer, ResetDirectiv
 static IDLE: Mutex<Vec<Parts>> = Mutex::new(Vec::new());
 
 struct Parts {
-    /// Compresses whole inputs on the calling thread; never given workers,
-    /// since zstd (up to 1.5.7) leaves state of a multi-threaded frame in
-    /// a context that later single-threaded frames may see.
+    /// Compresses whole inputs on the calling thread. It is never given
+    /// workers: once a multi-threaded frame ran on a context, zstd (up to
+    /// 1.5.7) keeps that context's own stage and workspace apart from its
+    /// parameters (see zstd-safe's notes on `NbWorkers`), so each kind of
+    /// frame keeps to a context of its own.
     single: CCtx<'static>,
     /// The multi-threaded stream, made when first needed.
     multi: Option<CCtx<'static>>,
