@@ -104,9 +104,6 @@ function parseOptions() {
 
 class UsageError extends Error {}
 
-/** The limit that narcache's run with compression `c` is measured against. */
-const limitId = (c) => (c === 'none' ? 'limit-read-hash' : `limit-${c}`);
-
 const passFigures = (m) => ({ wallSeconds: m.wallSeconds, cpuSeconds: m.cpuSeconds, peakRssMiB: m.peakRssMiB });
 
 /** A run's figures from its passes: median wall and CPU time, the highest peak RSS. */
@@ -138,10 +135,10 @@ function allRuns({ cores, root, files, cacheDir }) {
       sampled: true,
       argv: ['nix', 'copy', '--to', `file://${path.join(cacheDir, id)}?compression=${compression}${query}`, root],
     });
-  const narcache = (compression, jobs, id, groups, pair) =>
+  const narcache = (compression, jobs, id, groups, limitGroup) =>
     add({
       id,
-      pair,
+      limitGroup,
       tool: 'narcache',
       compression,
       jobs,
@@ -157,7 +154,7 @@ function allRuns({ cores, root, files, cacheDir }) {
         id: 'limit-read-hash',
         tool: 'limit',
         compression: c,
-        pair: c,
+        limitGroup: c,
         argv: ['sh', '-c', 'tar -cf - --files-from "$1" | openssl dgst -sha256', 'sh', files.list],
       });
     } else {
@@ -166,7 +163,7 @@ function allRuns({ cores, root, files, cacheDir }) {
         id: `limit-${c}`,
         tool: 'limit',
         compression: c,
-        pair: c,
+        limitGroup: c,
         kind: 'file',
         sampled: true,
         output: out,
@@ -179,18 +176,17 @@ function allRuns({ cores, root, files, cacheDir }) {
       // narcache's own pipeline with none of a closure's costs (per path,
       // per file, scheduling, narinfos): the closure's NAR stream packed as
       // one file. Its ratio to the limit is what hashing and writing cost.
+      const oneStream = path.join(cacheDir, 'one-stream');
       add({
         id: 'narcache-zstd-one-stream',
         tool: 'narcache',
         compression: c,
         kind: 'file',
-        pair: c,
+        limitGroup: c,
         captureStdout: true,
-        output: path.join(cacheDir, 'one-stream'),
-        argv: [process.execPath, path.join(BENCH, 'one-stream.mjs'), files.allNar, path.join(cacheDir, 'one-stream'), String(cores)],
+        output: oneStream,
+        argv: [process.execPath, path.join(BENCH, 'one-stream.mjs'), files.allNar, oneStream, String(cores)],
       });
-    }
-    if (c === 'zstd') {
       // The same publish into a bucket of a local Ceph RADOS Gateway, which shares the cores
       // (its CPU shows as other processes'); the gateway and bucket are made, untimed, before.
       add({
@@ -453,8 +449,8 @@ async function main() {
     );
     // A limit and the runs measured against it alternate, pass after pass,
     // once the last of them has run its first.
-    if (r.pair && !runs.slice(i + 1).some((later) => later.pair === r.pair)) {
-      const members = runs.filter((m) => m.pair === r.pair).map((m) => [m, results.find((x) => x.id === m.id)]);
+    if (r.limitGroup && !runs.slice(i + 1).some((later) => later.limitGroup === r.limitGroup)) {
+      const members = runs.filter((m) => m.limitGroup === r.limitGroup).map((m) => [m, results.find((x) => x.id === m.id)]);
       const first = members.reduce((sum, [, res]) => sum + res.wallSeconds, 0);
       if (options.repeat > 1 && members.length > 1 && members.every(([, res]) => !res.error)) {
         if (first > REPEAT_MAX_SECONDS) {
