@@ -131,6 +131,7 @@ impl<W: Write> Encoder<W> {
             ],
         )?;
         self.streaming = true;
+        self.parts.out.resize(CCtx::out_size(), 0);
         let held = std::mem::take(&mut self.parts.held);
         let result = self.run(&held, ZSTD_EndDirective::ZSTD_e_continue);
         self.parts.held = held;
@@ -140,7 +141,6 @@ impl<W: Write> Encoder<W> {
     fn run(&mut self, input: &[u8], directive: ZSTD_EndDirective) -> io::Result<usize> {
         let Parts { multi, out, .. } = &mut self.parts;
         let context = multi.as_mut().expect("a stream has its context");
-        out.resize(CCtx::out_size(), 0);
         let mut input = InBuffer::around(input);
         loop {
             let mut buffer = OutBuffer::around(&mut out[..]);
