@@ -2,8 +2,10 @@
 // machine, the sandbox off), fed by exportReferencesGraph through .attrs.json, no nix command
 // inside. It builds with the Nix here, its output is the cache of the Nix-CLI source but for
 // the Deriver lines (.attrs.json has none), real Nix substitutes from it where it lies (in the
-// store, read-only), and nix-build --check finds a second build byte-identical.
+// store, read-only), and nix-build --check finds a second build byte-identical. The derivation
+// names the narcache it runs, so that a changed one is never handed an older one's output.
 import test from 'ava';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 
 import { hashPart, narinfoFields, readNarinfos, withoutFields } from './helpers/cache.mjs';
@@ -78,4 +80,25 @@ test.serial('compression is passed through', async (t) => {
   t.true([...narinfos.values()].every((n) => narinfoFields(n).Compression === 'xz' && /\.nar\.xz$/.test(narinfoFields(n).URL)));
   const sub = await substitute(out, ROOTS);
   t.is(sub.copy.code, 0, sub.copy.stderr);
+});
+
+test('another narcache is another derivation: its package files are part of it', async (t) => {
+  const pkg = makeTempDir('narcache-mkbc-pkg-');
+  for (const part of ['dist', 'native', 'package.json']) {
+    await fs.cp(path.join(REPO, part), path.join(pkg, part), { recursive: true });
+  }
+  const narcache = path.join(pkg, 'dist', 'bin.js');
+  const drv = async () =>
+    (await runOk('nix-instantiate', ['-E', cacheExpr(`narcache = "${narcache}";`)])).stdout.trim();
+  const first = await drv();
+  t.regex(first, /^\/nix\/store\/[0-9a-z]{32}-binary-cache\.drv$/);
+  t.is(await drv(), first, 'the same files, the same derivation');
+  const seen = new Set([first]);
+  const native = (await fs.readdir(path.join(pkg, 'native'))).find((f) => f.endsWith('.node'));
+  for (const file of [path.join('native', native), path.join('dist', 'schedule.js'), path.join('dist', 'publish', 'directory.js'), 'package.json']) {
+    await fs.appendFile(path.join(pkg, file), '\n');
+    const changed = await drv();
+    t.false(seen.has(changed), `${file} changed`);
+    seen.add(changed);
+  }
 });

@@ -14,7 +14,10 @@
 # node and narcache are taken from the machine, not from the store: the build needs
 # `sandbox = false` (or those paths in extra-sandbox-paths). By default node is the first one
 # on the PATH of the evaluating process and narcache is this checkout's dist/bin.js (run
-# `npm run build` first); pass either to use another.
+# `npm run build` first); pass either to use another. Another narcache may write other bytes, so
+# the derivation names the one it runs: a hash, taken at evaluation, of the files of its package
+# (`dist`, `native` and package.json in the directory above `narcache`'s). A changed narcache is
+# then another derivation, never handed the output that an older one built.
 let
   onPath =
     program:
@@ -28,6 +31,38 @@ let
       throw "mk-binary-cache.nix: no ${program} on PATH; pass ${program} = \"/absolute/path\""
     else
       "${builtins.head found}/${program}";
+  # The entries `names` of directory `path` (all if null), each with its SHA-256 or, for a
+  # directory, its own listing.
+  listing =
+    path: names:
+    let
+      entries = builtins.readDir path;
+      describe =
+        name:
+        let
+          type = entries.${name};
+          file = "${path}/${name}";
+        in
+        if type == "directory" then
+          listing file null
+        else if type == "regular" then
+          builtins.hashFile "sha256" file
+        else
+          type;
+      present = builtins.filter (name: entries ? ${name}) (
+        if names == null then builtins.attrNames entries else names
+      );
+    in
+    builtins.concatStringsSep "\n" (map (name: "${name} (${describe name})") present);
+  packageId =
+    program:
+    builtins.hashString "sha256" (
+      listing (dirOf (dirOf program)) [
+        "dist"
+        "native"
+        "package.json"
+      ]
+    );
 in
 {
   rootPaths,
@@ -52,6 +87,7 @@ derivation {
     "--compression"
     compression
   ];
+  narcacheId = packageId narcache;
   __structuredAttrs = true;
   exportReferencesGraph.closure = rootPaths;
   # Packing local paths is faster than asking a substituter for the result.
