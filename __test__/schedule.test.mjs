@@ -1,7 +1,14 @@
-// How packing shares the threads: which paths get more than one, and that a
-// waiting path's need is asked again once the paths before it end.
+// How packing shares the threads: which paths get more than one, that a
+// waiting path's need is asked again once the paths before it end, and the
+// policy the packing threads run under.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
 import test from 'ava';
 
+import narcache from '../dist/index.js';
 import schedule from '../dist/schedule.js';
 
 const { runWithBudget, threadsForPath } = schedule;
@@ -51,4 +58,43 @@ test('a waiting task is given the threads its need is at when it starts, not whe
     ['long', 1],
     ['big', 1],
   ]);
+});
+
+// The scheduling policy in a /proc stat file: its 41st field (3: SCHED_BATCH).
+function policyOf(statFile) {
+  const stat = fs.readFileSync(statFile, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
+}
+
+function packingThreadPolicies() {
+  const policies = new Map();
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    try {
+      if (fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== 'narcache-pack') continue;
+      policies.set(tid, policyOf(`/proc/self/task/${tid}/stat`));
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return policies;
+}
+
+test('packing threads and the compressor threads they start run under SCHED_BATCH, the JavaScript thread does not', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'narcache-policy-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // Compressible but not trivially: zstd takes a while, in several jobs.
+  const block = crypto.randomBytes(1 << 16).toString('hex');
+  fs.writeFileSync(path.join(dir, 'file'), block.repeat(48 * 8));
+  const packing = narcache.packPath(path.join(dir, 'file'), path.join(dir, 'out'), { compression: 'zstd', threads: 2 });
+  let done = false;
+  packing.finally(() => { done = true; });
+  const seen = new Map();
+  while (!done) {
+    for (const [tid, policy] of packingThreadPolicies()) seen.set(tid, policy);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await packing;
+  t.true(seen.size >= 2, `packing and compressor threads seen: ${seen.size}`);
+  t.deepEqual([...new Set(seen.values())], [3]);
+  t.is(policyOf('/proc/self/stat'), 0);
 });
