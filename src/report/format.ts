@@ -10,6 +10,11 @@ export function formatBytes(n: number): string {
   return i === 0 ? `${n} B` : `${n.toPrecision(3)} ${UNITS[i]}`;
 }
 
+/** A count with its noun: `1 path`, `2 paths`. */
+export function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
 /** A duration as `m:ss`, or `h:mm:ss` from an hour on. */
 export function formatDuration(seconds: number): string {
   const s = Math.max(0, Math.round(seconds));

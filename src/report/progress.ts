@@ -1,5 +1,5 @@
 import type { BuildProgress, BuildSummary } from '../build';
-import { formatBytes, formatDuration } from './format';
+import { formatBytes, formatDuration, plural } from './format';
 
 const BAR_WIDTH = 24;
 
@@ -59,7 +59,7 @@ export function progressReporter(stream: NodeJS.WriteStream): {
 export function formatSummary(s: BuildSummary, dest: string): string {
   const ratio = s.narBytes ? ` (${((100 * s.fileBytes) / s.narBytes).toFixed(1)}%)` : '';
   return (
-    `narcache: ${s.written} paths written, ${s.skipped} already present, into ${dest}\n` +
+    `narcache: ${plural(s.written, 'path')} written, ${s.skipped} already present, into ${dest}\n` +
     `narcache: NAR ${formatBytes(s.narBytes)} → ${s.compression} ${formatBytes(s.fileBytes)}${ratio} in ${s.seconds.toFixed(1)} s\n`
   );
 }

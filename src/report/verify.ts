@@ -1,5 +1,5 @@
 import type { VerifyProgress, VerifyReport } from '../verify';
-import { formatBytes } from './format';
+import { formatBytes, plural } from './format';
 import { bar, liveLine } from './progress';
 
 /** Shows a verification's progress as a bar on a terminal; nothing otherwise. */
@@ -14,7 +14,7 @@ export function verifyReporter(stream: NodeJS.WriteStream): {
     live.draw(
       `${bar(fraction)} ${p.narinfosDone}/${p.narinfosTotal} narinfos  ` +
         `${formatBytes(p.fileBytesDone)} of ${formatBytes(p.fileBytesTotal)}  ` +
-        `${p.problems} problem${p.problems === 1 ? '' : 's'}`,
+        plural(p.problems, 'problem'),
     );
   };
   return { onProgress, done: live.clear };
@@ -29,7 +29,6 @@ export function formatFindings(r: VerifyReport): string {
 }
 
 export function formatVerifySummary(r: VerifyReport): string {
-  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
   const faulty = r.narinfos - r.valid;
   return (
     `narcache: checked ${plural(r.narinfos, 'narinfo')} and ${plural(r.narFiles, 'NAR file')} ` +
