@@ -3,13 +3,13 @@
 // policy the packing threads run under.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
 import test from 'ava';
 
 import narcache from '../dist/index.js';
 import schedule from '../dist/schedule.js';
+import { tempDir } from './helpers/nix.mjs';
 
 const { runWithBudget, threadsForPath } = schedule;
 const MiB = 1 << 20;
@@ -80,8 +80,7 @@ function packingThreadPolicies() {
 }
 
 test('packing threads and the compressor threads they start run under SCHED_BATCH, the JavaScript thread does not', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'narcache-policy-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'narcache-policy-');
   // Compressible but not trivially: zstd takes a while, in several jobs.
   const block = crypto.randomBytes(1 << 16).toString('hex');
   fs.writeFileSync(path.join(dir, 'file'), block.repeat(48 * 8));
