@@ -75,12 +75,18 @@ function runAsUser(cmd, args, { cwd, env = userEnv } = {}) {
   return run(UNSHARE, ['-n', '--', cmd, ...args], { cwd, env });
 }
 
-// The user's npm cache, primed with commander as the repository's lockfile pins it (a no-op
-// when `npm ci` put it there; it asks the registry only if not).
+// The user's npm cache, primed with every package of the production tree as the repository's
+// lockfile pins it (what `npm install` of the tarballs resolves: the registry's metadata as well
+// as the tarballs, which `npm ci` alone does not keep), but the platform packages, which come
+// from the tarballs here. `--prefer-offline`: the registry is asked only for what is missing.
 const npmCache = (await runOk('npm', ['config', 'get', 'cache'])).stdout.trim();
 const lock = JSON.parse(fs.readFileSync(path.join(REPO, 'package-lock.json'), 'utf8'));
-const commanderVersion = lock.packages['node_modules/commander'].version;
-await runOk('npm', ['cache', 'add', `commander@${commanderVersion}`, '--prefer-offline', '--cache', npmCache]);
+const platformPackages = new Set(Object.keys(lock.packages[''].optionalDependencies ?? {}));
+const production = Object.entries(lock.packages)
+  .filter(([where, p]) => where.startsWith('node_modules/') && !p.dev)
+  .map(([where, p]) => [where.slice(where.lastIndexOf('node_modules/') + 'node_modules/'.length), p.version])
+  .filter(([name]) => !platformPackages.has(name));
+await runOk('npm', ['cache', 'add', ...production.map(([name, v]) => `${name}@${v}`), '--prefer-offline', '--cache', npmCache]);
 
 /** A fresh project with `npm install --offline` of `tgzs`; returns its directory and npm's result. */
 async function install(name, tgzs) {

@@ -35,17 +35,7 @@ const cacheExpr = (args = '') => `
   let fx = import ${CLOSURE_NIX}; in
   import ${REPO}/nix/mk-binary-cache.nix { rootPaths = [ fx.root fx.hashOnly ]; ${args} }`;
 
-// Nix runs builders as its build users (nixbld*), which must be able to read this checkout; a
-// clone below a private directory (such as /root) they cannot, and there the build runs as the
-// calling user instead. The derivation is the same.
-const buildUsersRead = (await run('runuser', ['-u', 'nixbld1', '--', 'test', '-r', path.join(REPO, 'dist', 'bin.js')])).code === 0;
-const nixBuildArgs = (args = '', extra = []) => [
-  '-E',
-  cacheExpr(args),
-  '--no-out-link',
-  ...(buildUsersRead ? [] : ['--option', 'build-users-group', '']),
-  ...extra,
-];
+const nixBuildArgs = (args = '', extra = []) => ['-E', cacheExpr(args), '--no-out-link', ...extra];
 
 test.after.always(cleanupTempDirs);
 

@@ -8,7 +8,10 @@ bash scripts/setup.sh
 
 work=${1:-$(mktemp -d /tmp/narcache-example.XXXXXX)}
 mkdir -p "$work"
-export NIX_CONFIG=$'substituters =\nexperimental-features = nix-command'
+# The settings of scripts/nix.conf (no substituters, no sandbox, no build users), for this
+# script's nix commands only: the machine's Nix configuration is left as it is.
+NIX_CONFIG=$(cat scripts/nix.conf)
+export NIX_CONFIG
 
 root=$(nix-build examples/hello.nix --no-out-link)
 echo "== closure of $root:"

@@ -1,9 +1,8 @@
 // Helpers that drive the real Nix (2.8+) and the narcache CLI for the end-to-end tests.
 //
-// Everything runs against the local store (/nix/store, no daemon). NIX_CONFIG empties
-// `substituters` (otherwise every build first asks cache.nixos.org and waits for it),
-// turns the sandbox off (the fixtures use /bin/sh and coreutils from the host) and enables
-// the `nix` command (experimental on 2.8).
+// Everything runs against the local store (/nix/store, no daemon), with the settings of
+// scripts/nix.conf in NIX_CONFIG (no substituters, no sandbox, no build users, the `nix`
+// command), which the README's example uses too.
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -21,12 +20,7 @@ export const CLOSURE_NIX = path.join(FIXTURES_DIR, 'closure.nix');
 export const CLI = path.join(REPO, 'dist', 'cli.js');
 export const STORE_DIR = '/nix/store';
 
-export const NIX_CONFIG = [
-  'substituters =',
-  'sandbox = false',
-  'experimental-features = nix-command',
-  'warn-dirty = false',
-].join('\n');
+export const NIX_CONFIG = fs.readFileSync(path.join(REPO, 'scripts', 'nix.conf'), 'utf8');
 
 export const nixEnv = { ...process.env, NIX_CONFIG };
 
