@@ -32,6 +32,11 @@ export interface NarCheck {
   narSize: number
 }
 
+export interface NewFile {
+  target: string
+  text: string
+}
+
 /**
  * The bytes of a nix32 string; throws on a character outside Nix's
  * alphabet or a length no byte string encodes to.
@@ -106,6 +111,14 @@ export interface PackResult {
  * this Promise with its message; so does `cancel.cancel()`, as for `pack`.
  */
 export declare function packStream(source: string, chunkSize: number, onChunk: (chunk: Buffer) => Promise<void>, options?: PackOptions | undefined | null, cancel?: CancelToken | undefined | null): Promise<PackedStream>
+
+/**
+ * Writes each file under a temporary name beside its target (`mode`
+ * exactly, or 0644 less the umask), makes them and the files at `alsoSync` durable as one batch, then names them in
+ * order: renamed over what is there, or with `overwrite` false linked,
+ * failing if the name is taken. One file is open at a time.
+ */
+export declare function publishFiles(files: Array<NewFile>, alsoSync: Array<string>, mode: number | undefined | null, overwrite: boolean): Promise<void>
 
 /**
  * The closure of `roots` (full store paths) as Nix's SQLite database `db`

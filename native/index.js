@@ -842,6 +842,7 @@ module.exports.nix32Encode = nativeBinding.nix32Encode
 module.exports.pack = nativeBinding.pack
 module.exports.packProgress = nativeBinding.packProgress
 module.exports.packStream = nativeBinding.packStream
+module.exports.publishFiles = nativeBinding.publishFiles
 module.exports.readStoreDb = nativeBinding.readStoreDb
 module.exports.scanStore = nativeBinding.scanStore
 module.exports.syncFiles = nativeBinding.syncFiles

@@ -26,6 +26,7 @@ export const {
   pack,
   packProgress,
   packStream,
+  publishFiles,
   readStoreDb,
   scanStore,
   syncFiles,

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { NarcacheError } from '../errors';
-import type { PackResult } from '../native';
+import { publishFiles, type PackResult } from '../native';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
 import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
 
@@ -37,11 +37,10 @@ export class DirectoryDestination implements Destination {
     else checkCacheInfo(this.location, existing, storeDir);
   }
 
-  async hasNarinfo(hashPart: string): Promise<boolean> {
-    return fs.access(this.narinfoPath(hashPart)).then(
-      () => true,
-      () => false,
-    );
+  /** One listing of the directory, however many paths are asked about. */
+  async presentNarinfos(hashParts: string[]): Promise<Set<string>> {
+    const names = new Set(await fs.readdir(this.location).catch(writeError));
+    return new Set(hashParts.filter((h) => names.has(`${h}.narinfo`)));
   }
 
   /**
@@ -98,45 +97,17 @@ export function writeFileAtomic(target: string, text: string, options: WriteFile
 /**
  * Writes each text under a temporary name beside its target, makes them
  * durable with one sync, then renames them into place in order (or, not to
- * overwrite, hard-links each, which fails if its target exists).
+ * overwrite, hard-links each, which fails if its target exists). The Rust
+ * core does it on a thread of its own with one file open at a time, however
+ * many there are; the message of a failure names the file.
  */
 export async function writeFilesAtomic(
   files: { target: string; text: string }[],
   options: WriteFileOptions = {},
 ): Promise<void> {
-  const temps = files.map(({ target }) =>
-    path.join(path.dirname(target), `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`),
-  );
-  let target: string | undefined;
-  try {
-    await Promise.all(files.map((file, i) => writeNew(temps[i], file.text, options.mode)));
-    await makeDurable([...(options.alsoSync ?? []), ...temps]);
-    for (const [i, file] of files.entries()) {
-      target = file.target;
-      if (options.overwrite ?? true) {
-        await fs.rename(temps[i], target);
-      } else {
-        await fs.link(temps[i], target);
-        await fs.rm(temps[i]);
-      }
-    }
-  } catch (e) {
-    await Promise.all(temps.map((t) => fs.rm(t, { force: true }).catch(() => undefined)));
-    if (e instanceof NarcacheError) throw e;
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new NarcacheError(`${target} already exists`);
-    throw writeError(e as NodeJS.ErrnoException);
-  }
-}
-
-async function writeNew(file: string, text: string, mode: number | undefined): Promise<void> {
-  const handle = await fs.open(file, 'wx', mode ?? 0o644);
-  try {
-    // open's mode is filtered by the umask; a mode given is meant exactly.
-    if (mode !== undefined) await handle.chmod(mode);
-    await handle.writeFile(text);
-  } finally {
-    await handle.close();
-  }
+  await publishFiles(files, options.alsoSync ?? [], options.mode, options.overwrite ?? true).catch((e: Error) => {
+    throw new NarcacheError(e.message);
+  });
 }
 
 /** A failed file system call as one line: the path and the system's reason. */

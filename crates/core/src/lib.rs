@@ -14,7 +14,7 @@ pub mod store_scan;
 pub mod verify;
 
 pub use compress::{Compression, CompressionError};
-pub use durable::{sync_files, SyncError};
+pub use durable::{publish_files, sync_files, NewFile, PublishError, SyncError};
 pub use nar::NarIdentity;
 pub use pack::{pack, pack_into, PackError, PackOptions, Packed, Progress};
 pub use store_db::{read_closure, DbPathInfo, StoreDbError};

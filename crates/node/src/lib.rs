@@ -112,6 +112,39 @@ pub fn sync_files(env: &Env, paths: Vec<String>) -> Result<Object<'_>> {
     })
 }
 
+#[napi(object)]
+pub struct NewFile {
+    pub target: String,
+    pub text: String,
+}
+
+/// Writes each file under a temporary name beside its target (`mode`
+/// exactly, or 0644 less the umask), makes them and the files at `alsoSync` durable as one batch, then names them in
+/// order: renamed over what is there, or with `overwrite` false linked,
+/// failing if the name is taken. One file is open at a time.
+#[napi(ts_return_type = "Promise<void>")]
+pub fn publish_files(
+    env: &Env,
+    files: Vec<NewFile>,
+    also_sync: Vec<String>,
+    mode: Option<u32>,
+    overwrite: bool,
+) -> Result<Object<'_>> {
+    on_own_thread(env, "publish", move || {
+        let targets: Vec<PathBuf> = files.iter().map(|f| PathBuf::from(&f.target)).collect();
+        let files: Vec<narcache_core::NewFile> = files
+            .iter()
+            .zip(&targets)
+            .map(|(f, target)| narcache_core::NewFile {
+                target,
+                contents: f.text.as_bytes(),
+            })
+            .collect();
+        let also_sync: Vec<PathBuf> = also_sync.into_iter().map(PathBuf::from).collect();
+        narcache_core::publish_files(&files, &also_sync, mode, overwrite).map_err(reason)
+    })
+}
+
 /// Abandons the pack calls it was given to; one token may serve many.
 #[napi]
 pub struct CancelToken {
