@@ -8,6 +8,7 @@ import { formatNarinfo, narinfoFor } from './narinfo';
 import type { Compression } from './pack';
 import { plan } from './plan';
 import { destinationAt } from './publish/open';
+import { PublishOrder } from './publish/order';
 import { signNarinfo, type SecretKey } from './signing';
 import type { Destination } from './publish/destination';
 import { loadClosure, type ClosureSource } from './sources/load';
@@ -69,6 +70,8 @@ export interface BuildSummary {
   fileBytes: number;
   compression: Compression;
   seconds: number;
+  /** Requests sent to the destination, for a bucket (S3). */
+  requests?: number;
 }
 
 const PROGRESS_INTERVAL_MS = 200;
@@ -98,13 +101,13 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   const jobs = options.jobs ?? os.availableParallelism();
   if (!Number.isInteger(jobs) || jobs < 1) throw new NarcacheError(`--jobs must be a positive integer, not ${jobs}`);
   const storeRoot = options.storeRoot ?? closure.storeDir;
+  const requestsBefore = dest.requests;
 
   await dest.open(closure.storeDir);
   const { todo, present } = await plan(closure, dest);
 
-  const published = new Set(present);
   type Waiting = { info: PathInfo; text: string; fileSize: number };
-  const waiting = new Map<string, Waiting>();
+  const order = new PublishOrder<Waiting>(todo);
   const baseline = packProgress();
   const progress: BuildProgress = {
     pathsTotal: todo.length,
@@ -131,21 +134,16 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   let publishing = Promise.resolve();
   const publishReady = async () => {
     if (options.signal?.aborted) return;
-    const batch = new Map<string, Waiting>();
-    const isPublished = (r: string) => published.has(r) || batch.has(r);
-    for (let progressed = true; progressed; ) {
-      progressed = false;
-      for (const [storePath, entry] of waiting) {
-        if (batch.has(storePath) || !entry.info.references.every((r) => r === storePath || isPublished(r))) continue;
-        batch.set(storePath, entry);
-        progressed = true;
-      }
-    }
-    if (!batch.size) return;
-    await dest.writeNarinfos([...batch].map(([storePath, entry]) => ({ hashPart: hashPart(storePath), text: entry.text })));
+    const batch = order.take();
+    if (!batch.length) return;
+    await dest.writeNarinfos(
+      batch.map(([storePath, entry]) => ({
+        hashPart: hashPart(storePath),
+        text: entry.text,
+        references: entry.info.references.filter((r) => r !== storePath).map(hashPart),
+      })),
+    );
     for (const [storePath, entry] of batch) {
-      waiting.delete(storePath);
-      published.add(storePath);
       progress.pathsDone++;
       report({ path: storePath, narSize: entry.info.narSize, fileSize: entry.fileSize });
     }
@@ -171,7 +169,7 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
         cancel,
       });
       fileBytes += file.fileSize;
-      waiting.set(info.path, { info, text: formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? [])), fileSize: file.fileSize });
+      order.add(info.path, { info, text: formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? [])), fileSize: file.fileSize });
       // Not awaited: the path's threads go back to the budget while its
       // narinfo waits for those of its references. A failed batch ends
       // publishing (and, through `stopped`, packing).
@@ -205,5 +203,6 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
     fileBytes,
     compression,
     seconds: (performance.now() - started) / 1000,
+    ...(requestsBefore !== undefined ? { requests: dest.requests! - requestsBefore } : {}),
   };
 }

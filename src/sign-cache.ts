@@ -50,7 +50,7 @@ async function sign(cache: Cache, options: SignCacheOptions): Promise<SignSummar
       async (file) => {
         try {
           const withSigs = await signedNarinfo(cache, file, options.keys);
-          if (withSigs) batch.push({ hashPart: file.slice(0, -'.narinfo'.length), text: formatNarinfo(withSigs) });
+          if (withSigs) batch.push({ hashPart: file.slice(0, -'.narinfo'.length), text: formatNarinfo(withSigs), references: [] });
         } catch (e) {
           failure ??= e;
         }

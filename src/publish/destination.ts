@@ -9,9 +9,12 @@ import type { PackPathOptions } from '../pack';
 export interface Destination {
   /** How to name this destination in messages. */
   readonly location: string;
+  /** For a service reached over the network: the requests sent to it so far. */
+  readonly requests?: number;
   /** Creates the cache layout and `nix-cache-info`, or checks those present. */
   open(storeDir: string): Promise<void>;
-  hasNarinfo(hashPart: string): Promise<boolean>;
+  /** Which of the narinfos named by these hash parts the cache holds. */
+  presentNarinfos(hashParts: string[]): Promise<Set<string>>;
   /**
    * Packs the store path at `source` and stores its NAR file under the
    * name the result's `url` gives; resolves only once the file is complete
@@ -19,10 +22,11 @@ export interface Destination {
    */
   writeNar(source: string, options: PackPathOptions): Promise<PackResult>;
   /**
-   * Publishes narinfos one after another in the given order, each
-   * atomically (readers see all of it or nothing), and none before its own
-   * bytes and every NAR file written before the call are durable: not even
-   * a power loss leaves a narinfo that points to a short file.
+   * Publishes narinfos, each atomically (readers see all of it or nothing),
+   * none before the narinfos of its references that come earlier in the
+   * list, and none before its own bytes and every NAR file written before
+   * the call are durable: not even a power loss leaves a narinfo that
+   * points to a short file.
    */
   writeNarinfos(narinfos: NarinfoText[]): Promise<void>;
   /** Makes everything published so far durable, the last names included. */
@@ -34,6 +38,8 @@ export interface Destination {
 export interface NarinfoText {
   hashPart: string;
   text: string;
+  /** Hash parts of the paths it refers to (itself aside), to be published before it. */
+  references: string[];
 }
 
 /** The `nix-cache-info` of a new cache, as Nix writes it. */
