@@ -38,6 +38,8 @@ const MAX_COPY_SIZE = 5 * 1024 ** 3;
 /** A binary cache in an S3 bucket (or under a prefix of one), as Nix reads it over HTTP or s3://. */
 export class S3Destination implements Destination {
   readonly location: string;
+  /** Requests sent to the service so far, retries included. */
+  requests = 0;
   protected readonly client: S3Client;
   /** For small requests: HEADs, GETs of narinfos, clean-up. */
   protected readonly small = limiter(SMALL_REQUESTS);
@@ -48,7 +50,7 @@ export class S3Destination implements Destination {
     options: S3DestinationOptions = {},
   ) {
     this.location = describeS3Location(s3);
-    this.client = s3Client(s3);
+    this.client = s3Client(s3, () => this.requests++);
     this.upload = {
       client: this.client,
       location: s3,
@@ -71,26 +73,63 @@ export class S3Destination implements Destination {
     await this.cleanUp();
   }
 
-  hasNarinfo(hashPart: string): Promise<boolean> {
-    const key = this.key(`${hashPart}.narinfo`);
-    return this.small(async () => {
-      try {
-        await this.client.send(new HeadObjectCommand({ Bucket: this.s3.bucket, Key: key }));
-        return true;
-      } catch (e) {
-        if (isNotFound(e)) return false;
-        throw s3Failure(this.s3, `looking up ${hashPart}.narinfo`, e);
+  /**
+   * In as few requests as the bucket allows: a listing of the narinfos
+   * under the prefix, 1,000 keys a request, while it has taken fewer
+   * requests than a HEAD for each path would; HEADs otherwise (a few
+   * paths asked about in a large cache).
+   */
+  async presentNarinfos(hashParts: string[]): Promise<Set<string>> {
+    const wanted = new Set(hashParts);
+    const present = new Set<string>();
+    let pages = 0;
+    for await (const page of this.listPages(this.s3.prefix, '/')) {
+      if (++pages > hashParts.length) return this.headNarinfos(hashParts);
+      for (const key of page) {
+        const name = key.slice(this.s3.prefix.length);
+        const hash = name.endsWith('.narinfo') ? name.slice(0, -'.narinfo'.length) : undefined;
+        if (hash !== undefined && wanted.has(hash)) present.add(hash);
       }
-    });
+    }
+    return present;
+  }
+
+  private async headNarinfos(hashParts: string[]): Promise<Set<string>> {
+    const present = new Set<string>();
+    await Promise.all(
+      hashParts.map((hashPart) =>
+        this.small(async () => {
+          try {
+            await this.client.send(new HeadObjectCommand({ Bucket: this.s3.bucket, Key: this.key(`${hashPart}.narinfo`) }));
+            present.add(hashPart);
+          } catch (e) {
+            if (!isNotFound(e)) throw s3Failure(this.s3, `looking up ${hashPart}.narinfo`, e);
+          }
+        }),
+      ),
+    );
+    return present;
   }
 
   writeNar(source: string, options: PackPathOptions): Promise<PackResult> {
     return uploadNar(this.upload, source, options);
   }
 
-  /** One PUT each, in order: S3 shows an object whole or not at all, and durable once the PUT succeeds. */
+  /**
+   * One PUT each (S3 shows an object whole or not at all, and durable once
+   * the PUT succeeds), many at once: each as soon as the PUTs of its
+   * references earlier in the list have succeeded.
+   */
   async writeNarinfos(narinfos: NarinfoText[]): Promise<void> {
-    for (const { hashPart, text } of narinfos) await this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE);
+    const puts = new Map<string, Promise<void>>();
+    for (const { hashPart, text, references } of narinfos) {
+      const before = references.flatMap((r) => puts.get(r) ?? []);
+      const put = Promise.all(before).then(() => this.small(() => this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE)));
+      // A failure is awaited below; a PUT that waits for it is not started.
+      put.catch(() => undefined);
+      puts.set(hashPart, put);
+    }
+    await Promise.all(puts.values());
   }
 
   /** Every PUT was durable when it succeeded. */
@@ -152,11 +191,16 @@ export class S3Destination implements Destination {
    * order); with a delimiter, only those without it after the prefix.
    */
   protected async *listKeys(prefix: string, delimiter?: string): AsyncGenerator<string> {
+    for await (const page of this.listPages(prefix, delimiter)) yield* page;
+  }
+
+  /** The keys of listKeys, a page (one request) at a time. */
+  private async *listPages(prefix: string, delimiter?: string): AsyncGenerator<string[]> {
     for (let ContinuationToken: string | undefined; ; ) {
       const page = await request(this.s3, `listing ${prefix}`, () =>
         this.client.send(new ListObjectsV2Command({ Bucket: this.s3.bucket, Prefix: prefix, Delimiter: delimiter, ContinuationToken })),
       );
-      for (const { Key } of page.Contents ?? []) if (Key) yield Key;
+      yield (page.Contents ?? []).flatMap(({ Key }) => (Key ? [Key] : []));
       if (!page.IsTruncated) return;
       ContinuationToken = page.NextContinuationToken;
     }
