@@ -23,6 +23,12 @@ export declare class CancelToken {
  */
 export declare function compressionChunkSize(compression: string): number
 
+/** What a NAR check should also collect, from the same pass. */
+export interface IndexOptions {
+  listing?: boolean
+  debugInfo?: boolean
+}
+
 export interface NarCheck {
   /** `sha256:<nix32>` of the file as stored: what `FileHash` must say. */
   fileHash: string
@@ -30,6 +36,10 @@ export interface NarCheck {
   /** `sha256:<nix32>` of the NAR inside: what `NarHash` must say. */
   narHash: string
   narSize: number
+  /** The NAR's listing as Nix 2.8 writes it, if asked for. */
+  listing?: Buffer
+  /** The paths of its debug-info files, if asked for. */
+  debugInfo?: Array<string>
 }
 
 /**
@@ -73,6 +83,10 @@ export interface PackOptions {
    */
   expectedNarHash?: string
   expectedNarSize?: number
+  /** Also give the NAR's listing (`listing` of the result), from the same pass. */
+  listing?: boolean
+  /** Also give its debug-info files (`debugInfo` of the result). */
+  debugInfo?: boolean
 }
 
 /** Totals of [`PackProgress`] since the process started. */
@@ -95,6 +109,13 @@ export interface PackResult {
   /** Where the file lies, relative to the cache: `nar/<filehash>.nar.<ext>`. */
   url: string
   compression: string
+  /** The NAR's listing as Nix writes it (`<hash>.ls`), if asked for. */
+  listing?: Buffer
+  /**
+   * The paths in the NAR of its debug-info files
+   * (`lib/debug/.build-id/<2 hex>/<38 hex>.debug`), if asked for.
+   */
+  debugInfo?: Array<string>
 }
 
 /**
@@ -164,15 +185,17 @@ export declare function syncFiles(paths: Array<string>): Promise<void>
  * that does not name the file, e.g. `not a valid xz stream (lzma data
  * error)`, `NAR ends early at byte 1234 (expected "entry" or ")")`,
  * `unsupported compression "bzip2" (narcache handles zstd, xz and none)`.
+ * With `index`, the NAR's listing and debug-info files come with the result.
  */
-export declare function verifyNar(file: string, compression: string): Promise<NarCheck>
+export declare function verifyNar(file: string, compression: string, index?: IndexOptions | undefined | null): Promise<NarCheck>
 
 /**
  * Like `verifyNar`, but reads the NAR file from `read`, which resolves to
  * its next bytes, or to null at its end; a rejection by `read` rejects
- * this Promise with `cannot read the file: <its message>`.
+ * this Promise with `cannot read the file: <its message>`. `index` as for
+ * `verifyNar`.
  */
-export declare function verifyNarStream(compression: string, read: () => Promise<Buffer | null>): Promise<NarCheck>
+export declare function verifyNarStream(compression: string, read: () => Promise<Buffer | null>, index?: IndexOptions | undefined | null): Promise<NarCheck>
 
 /** Totals of [`VerifyProgress`] since the process started. */
 export declare function verifyProgress(): VerifyProgress
