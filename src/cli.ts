@@ -44,6 +44,10 @@ interface BuildFlags {
   scan?: boolean;
   storeDir: string;
   storeRoot?: string;
+  writeNarListing?: boolean;
+  indexDebugInfo?: boolean;
+  priority?: number;
+  wantMassQuery?: boolean;
 }
 
 const SOURCE_OPTIONS = ['fromAttrs', 'fromRegistration', 'fromPathInfo', 'db', 'scan'];
@@ -119,6 +123,13 @@ program
   )
   .option('--store-dir <dir>', 'the logical store directory, written into narinfos', storeDirectory, DEFAULT_STORE_DIR)
   .option('--store-root <dir>', "where the store's files are, if not at --store-dir: a chroot store's ROOT/nix/store, a mounted image")
+  .option('--write-nar-listing', "write <hash>.ls, the JSON listing of each NAR written, as nix copy's write-nar-listing=true does")
+  .option(
+    '--index-debug-info',
+    "write debuginfo/<build-id>.debug links to each lib/debug/.build-id/ file of the paths written, as nix copy's index-debug-info=true does",
+  )
+  .option('--priority <n>', "Priority: of a new cache's nix-cache-info (substituters are tried lowest first; cache.nixos.org has 40)", integer(0))
+  .option('--want-mass-query', "WantMassQuery: 1 in a new cache's nix-cache-info")
   .action(async (paths: string[], opts: BuildFlags) => {
     const signKeys = await Promise.all((opts.signKeyFile ?? []).map(readSecretKeyFile));
     const reporter = progressReporter(process.stderr);
@@ -136,6 +147,10 @@ program
         source: sourceOf(opts),
         storeDir: opts.storeDir,
         storeRoot: opts.storeRoot,
+        writeNarListing: opts.writeNarListing,
+        indexDebugInfo: opts.indexDebugInfo,
+        priority: opts.priority,
+        wantMassQuery: opts.wantMassQuery,
       });
       reporter.done();
       if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { NarcacheError } from '../errors';
 import type { PackResult } from '../native';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
+import { cacheInfoText, checkCacheInfo, type CacheInfo, type Destination, type NarinfoText } from './destination';
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
@@ -19,12 +19,14 @@ export class DirectoryDestination implements Destination {
   readonly location: string;
   /** NAR files written since the last sync: the next narinfos wait for them. */
   private unsynced: string[] = [];
+  /** Directories other than the cache's own that companions were published into (debuginfo/). */
+  private readonly companionDirs = new Set<string>();
 
   constructor(dir: string) {
     this.location = path.resolve(dir);
   }
 
-  async open(storeDir: string): Promise<void> {
+  async open(info: CacheInfo): Promise<void> {
     for (const sub of ['', ...LAYOUT_DIRS]) {
       await fs.mkdir(path.join(this.location, sub), { recursive: true }).catch(writeError);
     }
@@ -33,8 +35,8 @@ export class DirectoryDestination implements Destination {
       if (e.code === 'ENOENT') return undefined;
       throw writeError(e);
     });
-    if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(storeDir));
-    else checkCacheInfo(this.location, existing, storeDir);
+    if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(info));
+    else checkCacheInfo(this.location, existing, info);
   }
 
   async hasNarinfo(hashPart: string): Promise<boolean> {
@@ -59,8 +61,14 @@ export class DirectoryDestination implements Destination {
     const nars = this.unsynced;
     this.unsynced = [];
     try {
+      const companions = narinfos.map((n) =>
+        (n.companions ?? []).map((c) => ({ target: path.join(this.location, c.name), text: c.data, keepExisting: c.keepExisting })),
+      );
+      for (const c of companions.flat()) {
+        if (path.dirname(c.target) !== this.location) this.companionDirs.add(path.dirname(c.target));
+      }
       await writeFilesAtomic(
-        narinfos.map((n) => ({ target: this.narinfoPath(n.hashPart), text: n.text })),
+        narinfos.flatMap((n, i) => [...companions[i], { target: this.narinfoPath(n.hashPart), text: n.text }]),
         { alsoSync: nars },
       );
     } catch (e) {
@@ -70,7 +78,7 @@ export class DirectoryDestination implements Destination {
   }
 
   async flush(): Promise<void> {
-    await makeDurable([this.location]);
+    await makeDurable([this.location, ...this.companionDirs]);
   }
 
   /** Nothing stays open between writes. */
@@ -95,15 +103,19 @@ export function writeFileAtomic(target: string, text: string, options: WriteFile
   return writeFilesAtomic([{ target, text }], options);
 }
 
+export interface FileText {
+  target: string;
+  text: string | Uint8Array;
+  /** Leave a file already at the target as it is (whatever `overwrite` says). */
+  keepExisting?: boolean;
+}
+
 /**
  * Writes each text under a temporary name beside its target, makes them
  * durable with one sync, then renames them into place in order (or, not to
  * overwrite, hard-links each, which fails if its target exists).
  */
-export async function writeFilesAtomic(
-  files: { target: string; text: string }[],
-  options: WriteFileOptions = {},
-): Promise<void> {
+export async function writeFilesAtomic(files: FileText[], options: WriteFileOptions = {}): Promise<void> {
   const temps = files.map(({ target }) =>
     path.join(path.dirname(target), `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`),
   );
@@ -113,10 +125,12 @@ export async function writeFilesAtomic(
     await makeDurable([...(options.alsoSync ?? []), ...temps]);
     for (const [i, file] of files.entries()) {
       target = file.target;
-      if (options.overwrite ?? true) {
+      if (!file.keepExisting && (options.overwrite ?? true)) {
         await fs.rename(temps[i], target);
       } else {
-        await fs.link(temps[i], target);
+        await fs.link(temps[i], target).catch((e: NodeJS.ErrnoException) => {
+          if (!(file.keepExisting && e.code === 'EEXIST')) throw e;
+        });
         await fs.rm(temps[i]);
       }
     }
@@ -128,7 +142,7 @@ export async function writeFilesAtomic(
   }
 }
 
-async function writeNew(file: string, text: string, mode: number | undefined): Promise<void> {
+async function writeNew(file: string, text: string | Uint8Array, mode: number | undefined): Promise<void> {
   const handle = await fs.open(file, 'wx', mode ?? 0o644);
   try {
     // open's mode is filtered by the umask; a mode given is meant exactly.

@@ -11,7 +11,7 @@ import {
 import { limiter } from '../limit';
 import type { PackResult } from '../native';
 import type { PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
+import { cacheInfoText, checkCacheInfo, type CacheInfo, type Destination, type NarinfoText } from './destination';
 import { isNotFound, request, s3Client, s3Failure } from './s3-client';
 import { describeS3Location, type S3Location } from './s3-location';
 import { temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
@@ -19,6 +19,7 @@ import { temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
 // The content types Nix's own binary cache stores give these files.
 const NARINFO_CONTENT_TYPE = 'text/x-nix-narinfo';
 const CACHE_INFO_CONTENT_TYPE = 'text/x-nix-cache-info';
+const JSON_CONTENT_TYPE = 'application/json';
 
 export interface S3DestinationOptions {
   /**
@@ -64,22 +65,26 @@ export class S3Destination implements Destination {
    * same place at the same time would lose its uploads in progress (and
    * fail, leaving the cache true).
    */
-  async open(storeDir: string): Promise<void> {
+  async open(info: CacheInfo): Promise<void> {
     const existing = await this.readText('nix-cache-info');
-    if (existing === undefined) await this.put('nix-cache-info', cacheInfoText(storeDir), CACHE_INFO_CONTENT_TYPE);
-    else checkCacheInfo(this.location, existing, storeDir);
+    if (existing === undefined) await this.put('nix-cache-info', cacheInfoText(info), CACHE_INFO_CONTENT_TYPE);
+    else checkCacheInfo(this.location, existing, info);
     await this.cleanUp();
   }
 
   hasNarinfo(hashPart: string): Promise<boolean> {
-    const key = this.key(`${hashPart}.narinfo`);
+    return this.has(`${hashPart}.narinfo`);
+  }
+
+  private has(name: string): Promise<boolean> {
+    const key = this.key(name);
     return this.small(async () => {
       try {
         await this.client.send(new HeadObjectCommand({ Bucket: this.s3.bucket, Key: key }));
         return true;
       } catch (e) {
         if (isNotFound(e)) return false;
-        throw s3Failure(this.s3, `looking up ${hashPart}.narinfo`, e);
+        throw s3Failure(this.s3, `looking up ${name}`, e);
       }
     });
   }
@@ -88,9 +93,18 @@ export class S3Destination implements Destination {
     return uploadNar(this.upload, source, options);
   }
 
-  /** One PUT each, in order: S3 shows an object whole or not at all, and durable once the PUT succeeds. */
+  /**
+   * One PUT each, in order: S3 shows an object whole or not at all, and
+   * durable once the PUT succeeds. A companion to keep is looked up first:
+   * no other publish runs into the same place meanwhile.
+   */
   async writeNarinfos(narinfos: NarinfoText[]): Promise<void> {
-    for (const { hashPart, text } of narinfos) await this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE);
+    for (const { hashPart, text, companions } of narinfos) {
+      for (const c of companions ?? []) {
+        if (!(c.keepExisting && (await this.has(c.name)))) await this.put(c.name, c.data, JSON_CONTENT_TYPE);
+      }
+      await this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE);
+    }
   }
 
   /** Every PUT was durable when it succeeded. */
@@ -112,7 +126,7 @@ export class S3Destination implements Destination {
     }
   }
 
-  private async put(name: string, text: string, contentType: string): Promise<void> {
+  private async put(name: string, text: string | Uint8Array, contentType: string): Promise<void> {
     await request(this.s3, `writing ${name}`, () =>
       this.client.send(new PutObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name), Body: text, ContentType: contentType })),
     );
