@@ -167,3 +167,85 @@ test('Nix substitutes from the cache of lower priority', async (t) => {
   t.is(await from([50, 10]), b);
   t.is(await from([10, 50]), a);
 });
+
+/** A copy of a cache, to damage. */
+async function copyOf(dir) {
+  const copy = path.join(makeTempDir('narcache-ls-copy-'), 'cache');
+  await runOk('cp', ['-a', dir, copy]);
+  return copy;
+}
+
+async function verifyJson(dir) {
+  const r = await runCli(['verify', dir, '--json']);
+  return { code: r.code, report: JSON.parse(r.stdout) };
+}
+
+test('verify checks listings and debug-info links, ours and Nix’s alike', async (t) => {
+  const { theirs, ours } = await caches;
+  for (const dir of [ours, theirs]) {
+    const { code, report } = await verifyJson(dir);
+    t.is(code, 0, JSON.stringify(report.problems));
+    t.like(report, { ok: true, listings: first.length + 1, debugInfoLinks: 2 });
+  }
+});
+
+test('verify reports a listing that disagrees with its NAR, and accepts one that says the same otherwise', async (t) => {
+  const { ours } = await caches;
+  const dir = await copyOf(ours);
+  const name = `${hashPartOf(debugInfo)}.ls`;
+  const file = path.join(dir, name);
+  const original = await fs.readFile(file, 'latin1');
+  const cases = [
+    [original.replace('"size":3,"executable":true', '"size":4,"executable":true'), 'entry "bin/hi": size is 4 in the listing, 3 in the NAR'],
+    [original.replace(/("hi":\{[^}]*"narOffset":)(\d+)/, (_, a, n) => `${a}${Number(n) + 8}`), 'entry "bin/hi": narOffset is'],
+    [original.replace('"size":3,"executable":true', '"size":3'), 'entry "bin/hi": executable is false in the listing, true in the NAR'],
+    [original.replace('"target":"hi"', '"target":"ho"'), 'entry "bin/link": target is "ho" in the listing, "hi" in the NAR'],
+    [original.replace('"link":{"type":"symlink","target":"hi"}', '"link":{"type":"regular","size":0,"narOffset":8}'), 'entry "bin/link": type is "regular"'],
+    [original.replace(',"link":{"type":"symlink","target":"hi"}', ''), 'entry "bin/link" is missing from the listing'],
+    [original.replace('"link":', '"extra":{"type":"directory","entries":{}},"link":'), 'entry "bin/extra" is in the listing but not in the NAR'],
+    [original.slice(0, -10), 'does not parse as JSON'],
+  ];
+  for (const [text, problem] of cases) {
+    t.not(text, original);
+    await fs.writeFile(file, text, 'latin1');
+    const { code, report } = await verifyJson(dir);
+    t.is(code, 1, problem);
+    t.is(report.problems.length, 1, JSON.stringify(report.problems));
+    t.is(report.problems[0]?.file, name);
+    t.is(report.problems[0]?.storePath, debugInfo);
+    t.true(report.problems[0]?.problem.includes(problem), `${report.problems[0]?.problem} ⊇ ${problem}`);
+  }
+  // As a newer Nix writes it: `executable` always, another layout.
+  const parsed = JSON.parse(original);
+  const addExecutable = (node) => {
+    if (node.type === 'regular') node.executable ??= false;
+    for (const child of Object.values(node.entries ?? {})) addExecutable(child);
+  };
+  addExecutable(parsed.root);
+  await fs.writeFile(file, JSON.stringify(parsed, null, 2), 'latin1');
+  const { code, report } = await verifyJson(dir);
+  t.is(code, 0, JSON.stringify(report.problems));
+});
+
+test('verify reports a dangling debug-info link and one whose member is not in its NAR', async (t) => {
+  const { ours } = await caches;
+  const dir = await copyOf(ours);
+  const links = path.join(dir, 'debuginfo');
+  const key = '0f00112233445566778899aabbccddeeff001122.debug';
+  const link = JSON.parse(await fs.readFile(path.join(links, key), 'utf8'));
+  const missing = 'nar/0000000000000000000000000000000000000000000000000000.nar';
+  await fs.writeFile(path.join(links, key), JSON.stringify({ ...link, archive: `../${missing}` }));
+  const stranger = 'aa00112233445566778899aabbccddeeff001122.debug';
+  await fs.writeFile(path.join(links, stranger), JSON.stringify({ ...link, member: 'lib/debug/.build-id/aa/00112233445566778899aabbccddeeff001122.debug' }));
+  await fs.writeFile(path.join(links, 'ffff.debug'), '{"archive":"../../etc/passwd","member":"x/y"}');
+  const { code, report } = await verifyJson(dir);
+  t.is(code, 1);
+  t.deepEqual(
+    report.problems.map((p) => [p.file, p.problem]),
+    [
+      [`debuginfo/${key}`, `its archive ../${missing} is missing`],
+      [`debuginfo/${stranger}`, `its member lib/debug/.build-id/aa/00112233445566778899aabbccddeeff001122.debug is no debug-info file of ${link.archive}`],
+      ['debuginfo/ffff.debug', 'its archive "../../etc/passwd" does not name a file inside nar/'],
+    ],
+  );
+});

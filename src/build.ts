@@ -11,6 +11,7 @@ import { destinationAt } from './publish/open';
 import { signNarinfo, type SecretKey } from './signing';
 import type { CompanionFile, Destination } from './publish/destination';
 import { debugInfoLink } from './debug-info';
+import { listingName } from './listing';
 import { loadClosure, type ClosureSource } from './sources/load';
 import { DEFAULT_STORE_DIR, hashPart } from './store-path';
 
@@ -195,7 +196,7 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
       if (file.listing) listings++;
       debugInfo += file.debugInfo?.length ?? 0;
       const companions = [
-        ...(file.listing ? [{ name: `${hashPart(info.path)}.ls`, data: file.listing }] : []),
+        ...(file.listing ? [{ name: listingName(hashPart(info.path)), data: file.listing }] : []),
         ...(file.debugInfo ?? []).map((member) => debugInfoLink(member, file.url)),
       ];
       const text = formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? []));

@@ -62,7 +62,30 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
     if (!real.startsWith(narDir + path.sep)) return { problem: `leads outside nar/ (to ${real})` };
     const stat = await fs.stat(real);
     if (!stat.isFile()) return { problem: 'is not a regular file' };
-    return { id: real, size: stat.size, check: (compression) => verifyNar(real, compression) };
+    return { id: real, size: stat.size, check: (compression, index) => verifyNar(real, compression, index) };
+  }
+
+  async files(dir: string, suffix: string): Promise<string[]> {
+    const names = await fs.readdir(path.join(this.location, dir)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return [];
+      throw new NarcacheError(`${path.join(this.location, dir)}: ${e.message}`);
+    });
+    return names
+      .filter((n) => n.endsWith(suffix) && !n.startsWith(TEMP_PREFIX))
+      .map((n) => dir + n)
+      .sort();
+  }
+
+  async readFile(name: string, maxBytes: number): Promise<Buffer> {
+    try {
+      const file = path.join(this.location, name);
+      const { size } = await fs.stat(file);
+      if (size > maxBytes) throw new NarcacheError(`is ${size} bytes, more than the ${maxBytes} checked`);
+      return await fs.readFile(file);
+    } catch (e) {
+      if (e instanceof NarcacheError) throw e;
+      throw new NarcacheError(`cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
   }
 
   async narFiles(): Promise<string[]> {

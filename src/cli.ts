@@ -196,7 +196,8 @@ program
   .description(
     'check that CACHE (a directory or s3:// URL) is sound: every narinfo parses, names a NAR file inside nar/ with the ' +
       'FileSize and FileHash it states, that decompresses to a well-formed NAR with its NarSize and NarHash, ' +
-      'and has narinfos for all its references; with keys, one valid signature by a trusted key. Prints one ' +
+      'and has narinfos for all its references; with keys, one valid signature by a trusted key; NAR listings (<hash>.ls) ' +
+      'agree with their NARs and debug-info links (debuginfo/) point to a member of a NAR of the cache. Prints one ' +
       'line per problem and lists NAR files no narinfo names (orphans, which are not problems); ' +
       'exits 0 only if there is no problem',
   )

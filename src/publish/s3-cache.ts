@@ -2,7 +2,8 @@ import type { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { Cache, NarFile } from '../cache';
 import { checkNarinfoSize, parseNarinfoFile } from '../cache-dir';
-import { verifyNarStream } from '../native';
+import { verifyNarStream, type IndexOptions } from '../native';
+import { NarcacheError } from '../errors';
 import type { Narinfo } from '../narinfo';
 import { TEMP_PREFIX } from './directory';
 import { S3Destination } from './s3';
@@ -50,7 +51,7 @@ export class S3Cache extends S3Destination implements Cache {
       if (isNotFound(e)) return { problem: 'is missing' };
       throw s3Failure(this.s3, `looking up ${url}`, e);
     }
-    return { id: Key, size: size ?? 0, check: (compression) => this.checkObject(Key, url, compression) };
+    return { id: Key, size: size ?? 0, check: (compression, index) => this.checkObject(Key, url, compression, index) };
   }
 
   async narFiles(): Promise<string[]> {
@@ -62,7 +63,32 @@ export class S3Cache extends S3Destination implements Cache {
     return names.sort();
   }
 
-  private async checkObject(Key: string, url: string, compression: string) {
+  async files(dir: string, suffix: string): Promise<string[]> {
+    const names: string[] = [];
+    for await (const key of this.listKeys(this.key(dir), '/')) {
+      const name = key.slice(this.s3.prefix.length);
+      if (name.endsWith(suffix) && !name.slice(dir.length).startsWith(TEMP_PREFIX)) names.push(name);
+    }
+    return names.sort();
+  }
+
+  async readFile(name: string, maxBytes: number): Promise<Buffer> {
+    let object;
+    try {
+      object = await this.small(() => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name) })));
+    } catch (e) {
+      if (isNotFound(e)) throw new NarcacheError('cannot be read: it is missing');
+      throw s3Failure(this.s3, `reading ${name}`, e);
+    }
+    const { Body, ContentLength } = object;
+    if ((ContentLength ?? 0) > maxBytes) {
+      (Body as Readable).destroy();
+      throw new NarcacheError(`is ${ContentLength} bytes, more than the ${maxBytes} checked`);
+    }
+    return Buffer.from(await Body!.transformToByteArray());
+  }
+
+  private async checkObject(Key: string, url: string, compression: string, index?: IndexOptions) {
     const { Body } = await request(this.s3, `reading ${url}`, () => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key })));
     const body = Body as Readable;
     const pieces = body[Symbol.asyncIterator]();
@@ -78,7 +104,7 @@ export class S3Cache extends S3Destination implements Cache {
       return chunk.length ? Buffer.concat(chunk) : null;
     };
     try {
-      return await verifyNarStream(compression, read);
+      return await verifyNarStream(compression, read, index);
     } finally {
       body.destroy();
     }
