@@ -17,11 +17,23 @@ export declare class CancelToken {
 }
 
 /**
+ * `data` compressed whole with `compression` (`xz`, `zstd` or `none`) at
+ * its default level: for small files such as narinfos, not NARs.
+ */
+export declare function compressBytes(compression: string, data: Buffer): Promise<Buffer>
+
+/**
  * The size of the pieces the compressor's workers take in parallel (xz
  * block, zstd job), or 0 for `none`: a path of `n` NAR bytes can use at
  * most `ceil(n / chunkSize)` threads.
  */
 export declare function compressionChunkSize(compression: string): number
+
+/**
+ * `data` decompressed whole; rejects if it is not a valid stream of
+ * `compression` or would come to more than `maxBytes`.
+ */
+export declare function decompressBytes(compression: string, data: Buffer, maxBytes: number): Promise<Buffer>
 
 /** What a NAR check should also collect, from the same pass. */
 export interface IndexOptions {

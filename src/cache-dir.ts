@@ -7,7 +7,7 @@ import { parseNarinfo, type Narinfo } from './narinfo';
 import { DirectoryDestination, TEMP_PREFIX } from './publish/directory';
 
 // Far more than any narinfo needs; a larger file is refused unread.
-const MAX_NARINFO_BYTES = 1 << 20;
+export const MAX_NARINFO_BYTES = 1 << 20;
 
 /** Refuses a narinfo of `size` bytes before it is read, if it is too large to be one. */
 export function checkNarinfoSize(size: number): void {

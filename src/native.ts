@@ -20,7 +20,9 @@ function load(): typeof Binding {
 export type CancelToken = Binding.CancelToken;
 export const {
   CancelToken,
+  compressBytes,
   compressionChunkSize,
+  decompressBytes,
   nix32Decode,
   nix32Encode,
   pack,

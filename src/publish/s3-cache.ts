@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { Cache, NarFile } from '../cache';
-import { checkNarinfoSize, parseNarinfoFile } from '../cache-dir';
+import { MAX_NARINFO_BYTES, parseNarinfoFile } from '../cache-dir';
 import { verifyNarStream, type IndexOptions } from '../native';
 import { NarcacheError } from '../errors';
 import type { Narinfo } from '../narinfo';
@@ -24,17 +24,12 @@ export class S3Cache extends S3Destination implements Cache {
     return names.sort();
   }
 
+  /** Stored as it is or compressed (narinfo-compression), as its Content-Encoding says. */
   async readNarinfo(file: string): Promise<Narinfo> {
-    const { Body, ContentLength } = await this.small(() =>
-      request(this.s3, `reading ${file}`, () => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(file) }))),
-    );
-    try {
-      checkNarinfoSize(ContentLength ?? 0);
-    } catch (e) {
-      (Body as Readable).destroy();
-      throw e;
-    }
-    return parseNarinfoFile(await Body!.transformToString('utf8'), file);
+    const bytes = await this.small(() => this.readBytes(file, MAX_NARINFO_BYTES)).catch((e: unknown) => {
+      throw isNotFound(e) ? s3Failure(this.s3, `reading ${file}`, e) : e;
+    });
+    return parseNarinfoFile(bytes.toString('utf8'), file);
   }
 
   readCacheInfo(): Promise<string | undefined> {
@@ -73,19 +68,9 @@ export class S3Cache extends S3Destination implements Cache {
   }
 
   async readFile(name: string, maxBytes: number): Promise<Buffer> {
-    let object;
-    try {
-      object = await this.small(() => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name) })));
-    } catch (e) {
-      if (isNotFound(e)) throw new NarcacheError('cannot be read: it is missing');
-      throw s3Failure(this.s3, `reading ${name}`, e);
-    }
-    const { Body, ContentLength } = object;
-    if ((ContentLength ?? 0) > maxBytes) {
-      (Body as Readable).destroy();
-      throw new NarcacheError(`is ${ContentLength} bytes, more than the ${maxBytes} checked`);
-    }
-    return Buffer.from(await Body!.transformToByteArray());
+    return this.small(() => this.readBytes(name, maxBytes)).catch((e: unknown) => {
+      throw isNotFound(e) ? new NarcacheError('cannot be read: it is missing') : e;
+    });
   }
 
   private async checkObject(Key: string, url: string, compression: string, index?: IndexOptions) {

@@ -8,18 +8,23 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import type { Readable } from 'node:stream';
+import { NarcacheError } from '../errors';
+import { decode, encode, type ContentEncoding } from './content-encoding';
 import { limiter } from '../limit';
 import type { PackResult } from '../native';
 import type { PackPathOptions } from '../pack';
 import { cacheInfoText, checkCacheInfo, type CacheInfo, type Destination, type NarinfoText } from './destination';
 import { isNotFound, request, s3Client, s3Failure } from './s3-client';
 import { describeS3Location, type S3Location } from './s3-location';
-import { temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
+import { storageClassOf, temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
 
 // The content types Nix's own binary cache stores give these files.
 const NARINFO_CONTENT_TYPE = 'text/x-nix-narinfo';
 const CACHE_INFO_CONTENT_TYPE = 'text/x-nix-cache-info';
 const JSON_CONTENT_TYPE = 'application/json';
+// nix-cache-info is a few lines.
+const MAX_TEXT_BYTES = 64 << 10;
 
 export interface S3DestinationOptions {
   /**
@@ -101,9 +106,11 @@ export class S3Destination implements Destination {
   async writeNarinfos(narinfos: NarinfoText[]): Promise<void> {
     for (const { hashPart, text, companions } of narinfos) {
       for (const c of companions ?? []) {
-        if (!(c.keepExisting && (await this.has(c.name)))) await this.put(c.name, c.data, JSON_CONTENT_TYPE);
+        if (c.keepExisting && (await this.has(c.name))) continue;
+        // Nix compresses listings only: debug-info links stay plain.
+        await this.put(c.name, c.data, JSON_CONTENT_TYPE, c.name.endsWith('.ls') ? this.s3.lsCompression : undefined);
       }
-      await this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE);
+      await this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE, this.s3.narinfoCompression);
     }
   }
 
@@ -118,17 +125,48 @@ export class S3Destination implements Destination {
   /** The text of a small object of the cache, or undefined if there is none. */
   protected async readText(name: string): Promise<string | undefined> {
     try {
-      const { Body } = await this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name) }));
-      return await Body!.transformToString('utf8');
+      return (await this.readBytes(name, MAX_TEXT_BYTES)).toString('utf8');
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw s3Failure(this.s3, `reading ${name}`, e);
+      throw e;
     }
   }
 
-  private async put(name: string, text: string | Uint8Array, contentType: string): Promise<void> {
+  /**
+   * The bytes a small object holds, its Content-Encoding undone; a
+   * missing one rejects with the service's not-found error, one larger
+   * than `maxBytes` (stored or decoded) with a one-line error.
+   */
+  protected async readBytes(name: string, maxBytes: number): Promise<Buffer> {
+    let object;
+    try {
+      object = await this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name) }));
+    } catch (e) {
+      if (isNotFound(e)) throw e;
+      throw s3Failure(this.s3, `reading ${name}`, e);
+    }
+    const { Body, ContentLength, ContentEncoding } = object;
+    if ((ContentLength ?? 0) > maxBytes) {
+      (Body as Readable).destroy();
+      throw new NarcacheError(`is ${ContentLength} bytes, more than the ${maxBytes} read`);
+    }
+    return decode(ContentEncoding, Buffer.from(await Body!.transformToByteArray()), maxBytes);
+  }
+
+  /** Writes a small object, stored compressed if `encoding` says so, with the location's storage class. */
+  private async put(name: string, data: string | Uint8Array, contentType: string, encoding?: ContentEncoding): Promise<void> {
+    const Body = encoding ? await encode(encoding, data) : data;
     await request(this.s3, `writing ${name}`, () =>
-      this.client.send(new PutObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name), Body: text, ContentType: contentType })),
+      this.client.send(
+        new PutObjectCommand({
+          Bucket: this.s3.bucket,
+          Key: this.key(name),
+          Body,
+          ContentType: contentType,
+          ContentEncoding: encoding,
+          StorageClass: storageClassOf(this.s3),
+        }),
+      ),
     );
   }
 

@@ -309,6 +309,38 @@ fn batch_scheduling() {
     }
 }
 
+/// `data` compressed whole with `compression` (`xz`, `zstd` or `none`) at
+/// its default level: for small files such as narinfos, not NARs.
+#[napi(ts_return_type = "Promise<Buffer>")]
+pub fn compress_bytes(env: &Env, compression: String, data: Buffer) -> Result<Object<'_>> {
+    let data = data.to_vec();
+    on_own_thread(env, "compress", move || {
+        let compression: Compression = compression.parse().map_err(reason)?;
+        narcache_core::compress_bytes(compression, &data)
+            .map(Buffer::from)
+            .map_err(reason)
+    })
+}
+
+/// `data` decompressed whole; rejects if it is not a valid stream of
+/// `compression` or would come to more than `maxBytes`.
+#[napi(ts_return_type = "Promise<Buffer>")]
+pub fn decompress_bytes(
+    env: &Env,
+    compression: String,
+    data: Buffer,
+    max_bytes: i64,
+) -> Result<Object<'_>> {
+    let data = data.to_vec();
+    on_own_thread(env, "decompress", move || {
+        let compression: Compression = compression.parse().map_err(reason)?;
+        let max = u64::try_from(max_bytes).map_err(reason)?;
+        narcache_core::decompress_bytes(compression, &data, max)
+            .map(Buffer::from)
+            .map_err(reason)
+    })
+}
+
 /// Nix's base-32 encoding of `bytes`.
 #[napi]
 pub fn nix32_encode(bytes: Buffer) -> String {
