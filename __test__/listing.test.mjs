@@ -244,8 +244,28 @@ test('verify reports a dangling debug-info link and one whose member is not in i
     report.problems.map((p) => [p.file, p.problem]),
     [
       [`debuginfo/${key}`, `its archive ../${missing} is missing`],
-      [`debuginfo/${stranger}`, `its member lib/debug/.build-id/aa/00112233445566778899aabbccddeeff001122.debug is no debug-info file of ${link.archive}`],
+      [`debuginfo/${stranger}`, `its archive ${link.archive} has no debug-info file lib/debug/.build-id/aa/00112233445566778899aabbccddeeff001122.debug`],
       ['debuginfo/ffff.debug', 'its archive "../../etc/passwd" does not name a file inside nar/'],
     ],
+  );
+});
+
+test('verify follows a debug-info link into a NAR that no narinfo names, as an interrupted build leaves it', async (t) => {
+  const { ours } = await caches;
+  const dir = await copyOf(ours);
+  // The path's narinfo was never published: its NAR, listing and links are there.
+  await fs.rm(path.join(dir, `${hashPartOf(debugInfo)}.narinfo`));
+  const sound = await verifyJson(dir);
+  t.is(sound.code, 0, JSON.stringify(sound.report.problems));
+  t.is(sound.report.orphans.length, 1);
+  const key = '0f00112233445566778899aabbccddeeff001122.debug';
+  const link = JSON.parse(await fs.readFile(path.join(dir, 'debuginfo', key), 'utf8'));
+  const member = 'lib/debug/.build-id/0f/00112233445566778899aabbccddeeff001199.debug';
+  await fs.writeFile(path.join(dir, 'debuginfo', '0f00112233445566778899aabbccddeeff001199.debug'), JSON.stringify({ ...link, member }));
+  const { code, report } = await verifyJson(dir);
+  t.is(code, 1);
+  t.deepEqual(
+    report.problems.map((p) => [p.file, p.problem]),
+    [['debuginfo/0f00112233445566778899aabbccddeeff001199.debug', `its archive ${link.archive} has no debug-info file ${member}`]],
   );
 });

@@ -184,7 +184,7 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
       }
       for (const link of links.get(url) ?? []) {
         if (!nar.debugInfo?.includes(link.member)) {
-          found.push({ file: link.file, problem: `its member ${link.member} is no debug-info file of ../${url}` });
+          found.push({ file: link.file, problem: `its archive ../${url} has no debug-info file ${link.member}` });
         }
       }
       links.delete(url);
@@ -213,11 +213,14 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
   }
   report();
 
-  // Links into a NAR that no narinfo named, or whose NAR could not be checked.
+  // Links into a NAR that no narinfo names: missing, or an orphan (which an
+  // interrupted build leaves with its links), read as its name says it is compressed.
   for (const [url, waiting] of links) {
-    const nar = await cache.narFile(url);
-    const why = 'problem' in nar ? `is ${nar.problem === 'is missing' ? 'missing' : `unusable: ${nar.problem}`}` : 'is the NAR of no narinfo';
-    for (const link of waiting) problems.push({ file: link.file, problem: `its archive ../${url} ${why}` });
+    const found = await checkOrphanArchive(cache, url);
+    for (const link of waiting) {
+      const problem = typeof found === 'string' ? found : found.includes(link.member) ? undefined : `has no debug-info file ${link.member}`;
+      if (problem) problems.push({ file: link.file, problem: `its archive ../${url} ${problem}` });
+    }
   }
 
   const orphans = (await cache.narFiles()).filter((f) => !named.has(f));
@@ -383,6 +386,19 @@ async function checkListing(cache: Cache, name: string, expected: Buffer): Promi
     return listingMismatch(await cache.readFile(name, MAX_LISTING_BYTES), expected);
   } catch (e) {
     return (e as Error).message;
+  }
+}
+
+/** The debug-info files of the NAR file at `url` that no narinfo names, or what keeps them from being known. */
+async function checkOrphanArchive(cache: Cache, url: string): Promise<string[] | string> {
+  const nar = await cache.narFile(url);
+  if ('problem' in nar) return nar.problem === 'is missing' ? 'is missing' : `is unusable: ${nar.problem}`;
+  const method = url.endsWith('.nar.xz') ? 'xz' : url.endsWith('.nar.zst') ? 'zstd' : url.endsWith('.nar') ? 'none' : undefined;
+  if (!method) return 'is named by no narinfo, and its name does not say how it is compressed';
+  try {
+    return (await nar.check(method, { debugInfo: true })).debugInfo ?? [];
+  } catch (e) {
+    return `is named by no narinfo and is no ${method} NAR: ${(e as Error).message.split('\n')[0]}`;
   }
 }
 
