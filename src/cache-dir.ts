@@ -84,7 +84,8 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
       return await fs.readFile(file);
     } catch (e) {
       if (e instanceof NarcacheError) throw e;
-      throw new NarcacheError(`cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new NarcacheError(code === 'ENOENT' ? 'cannot be read: it is missing' : `cannot be read: ${(e as Error).message}`);
     }
   }
 

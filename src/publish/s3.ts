@@ -107,7 +107,7 @@ export class S3Destination implements Destination {
     for (const { hashPart, text, companions } of narinfos) {
       for (const c of companions ?? []) {
         if (c.keepExisting && (await this.has(c.name))) continue;
-        // Nix compresses listings only: debug-info links stay plain.
+        // As Nix's S3 store, by the name: listings are compressed, debug-info links stay plain.
         await this.put(c.name, c.data, JSON_CONTENT_TYPE, c.name.endsWith('.ls') ? this.s3.lsCompression : undefined);
       }
       await this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE, this.s3.narinfoCompression);
