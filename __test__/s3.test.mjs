@@ -368,6 +368,11 @@ test.serial('bad credentials, a missing bucket, an unreachable endpoint: one cle
       url: 's3://errors?compression=xz',
       line: /^narcache: s3:\/\/errors\?compression=xz: give compression with --compression, not in the URL$/,
     },
+    {
+      what: "Nix's write-nar-listing, an option of narcache's",
+      url: 's3://errors?write-nar-listing=true',
+      line: /^narcache: s3:\/\/errors\?write-nar-listing=true: give write-nar-listing with --write-nar-listing, not in the URL$/,
+    },
   ];
   for (const c of cases) {
     for (const command of [['build', fx.root, '-o', c.url], ['verify', c.url], ['sign', c.url, '--sign-key-file', key.secretKeyFile]]) {

@@ -28,7 +28,12 @@ const MAX_PART_SIZE = 5 * 1024 ** 3;
 const DEFAULT_REGION = 'us-east-1';
 const DEFAULT_PART_SIZE = 8 << 20;
 // Parameters of Nix's store URLs that narcache takes as options.
-const OPTIONS_NOT_IN_URL: Record<string, string> = { compression: '--compression', 'secret-key': '--sign-key-file' };
+const OPTIONS_NOT_IN_URL: Record<string, string> = {
+  compression: '--compression',
+  'secret-key': '--sign-key-file',
+  'write-nar-listing': '--write-nar-listing',
+  'index-debug-info': '--index-debug-info',
+};
 
 /** Whether a cache location is an `s3://` URL rather than a directory. */
 export function isS3Url(location: string): boolean {
