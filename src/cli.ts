@@ -93,7 +93,8 @@ program
   .requiredOption(
     '-o, --output <cache>',
     'the cache: a directory (created if missing), or s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R&profile=P ' +
-      '(an existing bucket; parameters as Nix spells them, all optional, buffer-size=BYTES for the upload part size)',
+      '(an existing bucket; parameters as Nix spells them, all optional, buffer-size=BYTES for the upload part size, ' +
+      'narinfo-compression and ls-compression=xz|zstd|br to store those compressed with Content-Encoding, storage-class=CLASS)',
   )
   .addOption(
     new Option('-c, --compression <method>', 'how NAR files are compressed')
