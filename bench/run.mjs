@@ -58,7 +58,8 @@ const HELP = `usage: npm run bench [-- options]   (bench:quick = --quick)
 Groups for --only/--skip: a compression (none, zstd, xz), a tool (narcache,
 nix-copy, mkbinarycache, limit), determinism (narcache's extra
 --jobs 1 run, and --jobs 2 run if the CPU count is not 2), s3
-(narcache publishing to a local Ceph RADOS Gateway), or a run id:
+(narcache publishing to a local Ceph RADOS Gateway), listing (narcache
+zstd with --write-nar-listing), or a run id:
 `;
 
 function parseOptions() {
@@ -135,7 +136,7 @@ function allRuns({ cores, root, files, cacheDir }) {
       sampled: true,
       argv: ['nix', 'copy', '--to', `file://${path.join(cacheDir, id)}?compression=${compression}${query}`, root],
     });
-  const narcache = (compression, jobs, id, groups, limitGroup) =>
+  const narcache = (compression, jobs, id, groups, limitGroup, flags = []) =>
     add({
       id,
       limitGroup,
@@ -146,7 +147,7 @@ function allRuns({ cores, root, files, cacheDir }) {
       sampled: true,
       captureStdout: true,
       groups,
-      argv: [process.execPath, CLI, 'build', root, '-o', path.join(cacheDir, id), '--compression', compression, '--jobs', String(jobs), '--json'],
+      argv: [process.execPath, CLI, 'build', root, '-o', path.join(cacheDir, id), '--compression', compression, '--jobs', String(jobs), '--json', ...flags],
     });
   for (const c of COMPRESSIONS) {
     if (c === 'none') {
@@ -173,6 +174,9 @@ function allRuns({ cores, root, files, cacheDir }) {
     }
     narcache(c, cores, `narcache-${c}`, [], c);
     if (c === 'zstd') {
+      // What the NAR listings cost, made in the same pass: alternating with
+      // narcache-zstd over the passes, for a comparison of medians.
+      narcache(c, cores, 'narcache-zstd-listing', ['listing'], c, ['--write-nar-listing']);
       // narcache's own pipeline with none of a closure's costs (per path,
       // per file, scheduling, narinfos): the closure's NAR stream packed as
       // one file. Its ratio to the limit is what hashing and writing cost.
@@ -411,8 +415,12 @@ async function main() {
     } else {
       if (r.output) result.outputBytes = await fileBytes(r.output);
       if (r.kind === 'cache') {
-        const narinfos = (await fsp.readdir(r.output)).filter((f) => f.endsWith('.narinfo')).length;
-        if (narinfos !== closure.paths.length) result.error = `${narinfos} narinfos for ${closure.paths.length} paths`;
+        const names = await fsp.readdir(r.output);
+        const count = (suffix) => names.filter((f) => f.endsWith(suffix)).length;
+        if (count('.narinfo') !== closure.paths.length) result.error = `${count('.narinfo')} narinfos for ${closure.paths.length} paths`;
+        if (r.argv.includes('--write-nar-listing') && count('.ls') !== closure.paths.length) {
+          result.error = `${count('.ls')} listings for ${closure.paths.length} paths`;
+        }
       }
       if (r.kind === 's3') {
         const narinfos = (await gateway.keys(r.bucket)).filter((k) => k.endsWith('.narinfo')).length;
@@ -519,6 +527,7 @@ async function main() {
     target('zstd: narcache ÷ zstd -3 limit', 'narcache-zstd', 'limit-zstd', 1.15),
     target('zstd: narcache ÷ nix copy', 'narcache-zstd', 'nix-copy-zstd', 1, true),
     target('zstd: narcache ÷ mkBinaryCache', 'narcache-zstd', 'mkbinarycache-zstd', 1, true),
+    target('zstd: narcache --write-nar-listing ÷ narcache (what the listings cost)', 'narcache-zstd-listing', 'narcache-zstd', 1.03),
     {
       ...target('zstd: narcache on the NAR stream as one file ÷ zstd -3 limit (information: what hashing and writing cost)', 'narcache-zstd-one-stream', 'limit-zstd', 1.15),
       informational: true,

@@ -836,7 +836,9 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.CancelToken = nativeBinding.CancelToken
+module.exports.compressBytes = nativeBinding.compressBytes
 module.exports.compressionChunkSize = nativeBinding.compressionChunkSize
+module.exports.decompressBytes = nativeBinding.decompressBytes
 module.exports.nix32Decode = nativeBinding.nix32Decode
 module.exports.nix32Encode = nativeBinding.nix32Encode
 module.exports.pack = nativeBinding.pack

@@ -10,7 +10,9 @@ import { plan } from './plan';
 import { destinationAt } from './publish/open';
 import { PublishOrder } from './publish/order';
 import { signNarinfo, type SecretKey } from './signing';
-import type { Destination } from './publish/destination';
+import type { CompanionFile, Destination } from './publish/destination';
+import { debugInfoLink } from './debug-info';
+import { listingName } from './listing';
 import { loadClosure, type ClosureSource } from './sources/load';
 import { DEFAULT_STORE_DIR, hashPart } from './store-path';
 
@@ -26,6 +28,14 @@ export interface WriteOptions {
   storeRoot?: string;
   /** Each narinfo written carries one signature per key, besides those the store holds. */
   signKeys?: SecretKey[];
+  /** Write `<hash>.ls`, the NAR's listing, beside each narinfo written (Nix's `write-nar-listing`). */
+  writeNarListing?: boolean;
+  /** Write `debuginfo/<build-id>.debug` links to the debug-info files of the paths written (Nix's `index-debug-info`). */
+  indexDebugInfo?: boolean;
+  /** `Priority:` of a new cache's `nix-cache-info`; an existing cache must already say so. */
+  priority?: number;
+  /** `WantMassQuery: 1` in a new cache's `nix-cache-info`; an existing cache must already say so. */
+  wantMassQuery?: boolean;
   onProgress?: (progress: BuildProgress) => void;
   /**
    * Aborting stops the build cleanly: packing in progress is abandoned
@@ -69,6 +79,10 @@ export interface BuildSummary {
   narBytes: number;
   fileBytes: number;
   compression: Compression;
+  /** `<hash>.ls` files written. */
+  listings: number;
+  /** Debug-info files found in the paths written, each linked from `debuginfo/` unless a link was there. */
+  debugInfo: number;
   seconds: number;
   /** Requests sent to the destination, for a bucket (S3). */
   requests?: number;
@@ -102,11 +116,13 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   if (!Number.isInteger(jobs) || jobs < 1) throw new NarcacheError(`--jobs must be a positive integer, not ${jobs}`);
   const storeRoot = options.storeRoot ?? closure.storeDir;
   const requestsBefore = dest.requests;
+  const { priority } = options;
+  if (priority !== undefined && !Number.isInteger(priority)) throw new NarcacheError(`--priority must be an integer, not ${priority}`);
 
-  await dest.open(closure.storeDir);
+  await dest.open({ storeDir: closure.storeDir, priority, wantMassQuery: options.wantMassQuery });
   const { todo, present } = await plan(closure, dest);
 
-  type Waiting = { info: PathInfo; text: string; fileSize: number };
+  type Waiting = { info: PathInfo; text: string; fileSize: number; companions: CompanionFile[] };
   const order = new PublishOrder<Waiting>(todo);
   const baseline = packProgress();
   const progress: BuildProgress = {
@@ -119,6 +135,8 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
     elapsedSeconds: 0,
   };
   let fileBytes = 0;
+  let listings = 0;
+  let debugInfo = 0;
   const report = (written?: BuildProgress['written']) => {
     const now = packProgress();
     progress.narBytesDone = now.narBytes - baseline.narBytes;
@@ -141,6 +159,7 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
         hashPart: hashPart(storePath),
         text: entry.text,
         references: entry.info.references.filter((r) => r !== storePath).map(hashPart),
+        companions: entry.companions,
       })),
     );
     for (const [storePath, entry] of batch) {
@@ -167,9 +186,18 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
         threads,
         expected: { narHash: info.narHash, narSize: info.narSize },
         cancel,
+        listing: options.writeNarListing,
+        debugInfo: options.indexDebugInfo,
       });
       fileBytes += file.fileSize;
-      order.add(info.path, { info, text: formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? [])), fileSize: file.fileSize });
+      if (file.listing) listings++;
+      debugInfo += file.debugInfo?.length ?? 0;
+      const companions = [
+        ...(file.listing ? [{ name: listingName(hashPart(info.path)), data: file.listing }] : []),
+        ...(file.debugInfo ?? []).map((member) => debugInfoLink(member, file.url)),
+      ];
+      const text = formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? []));
+      order.add(info.path, { info, text, fileSize: file.fileSize, companions });
       // Not awaited: the path's threads go back to the budget while its
       // narinfo waits for those of its references. A failed batch ends
       // publishing (and, through `stopped`, packing).
@@ -202,6 +230,8 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
     narBytes: progress.narBytesTotal,
     fileBytes,
     compression,
+    listings,
+    debugInfo,
     seconds: (performance.now() - started) / 1000,
     ...(requestsBefore !== undefined ? { requests: dest.requests! - requestsBefore } : {}),
   };

@@ -7,7 +7,7 @@ import { parseNarinfo, type Narinfo } from './narinfo';
 import { DirectoryDestination, TEMP_PREFIX } from './publish/directory';
 
 // Far more than any narinfo needs; a larger file is refused unread.
-const MAX_NARINFO_BYTES = 1 << 20;
+export const MAX_NARINFO_BYTES = 1 << 20;
 
 /** Refuses a narinfo of `size` bytes before it is read, if it is too large to be one. */
 export function checkNarinfoSize(size: number): void {
@@ -62,7 +62,31 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
     if (!real.startsWith(narDir + path.sep)) return { problem: `leads outside nar/ (to ${real})` };
     const stat = await fs.stat(real);
     if (!stat.isFile()) return { problem: 'is not a regular file' };
-    return { id: real, size: stat.size, check: (compression) => verifyNar(real, compression) };
+    return { id: real, size: stat.size, check: (compression, index) => verifyNar(real, compression, index) };
+  }
+
+  async files(dir: string, suffix: string): Promise<string[]> {
+    const names = await fs.readdir(path.join(this.location, dir)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return [];
+      throw new NarcacheError(`${path.join(this.location, dir)}: ${e.message}`);
+    });
+    return names
+      .filter((n) => n.endsWith(suffix) && !n.startsWith(TEMP_PREFIX))
+      .map((n) => dir + n)
+      .sort();
+  }
+
+  async readFile(name: string, maxBytes: number): Promise<Buffer> {
+    try {
+      const file = path.join(this.location, name);
+      const { size } = await fs.stat(file);
+      if (size > maxBytes) throw new NarcacheError(`is ${size} bytes, more than the ${maxBytes} checked`);
+      return await fs.readFile(file);
+    } catch (e) {
+      if (e instanceof NarcacheError) throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new NarcacheError(code === 'ENOENT' ? 'cannot be read: it is missing' : `cannot be read: ${(e as Error).message}`);
+    }
   }
 
   async narFiles(): Promise<string[]> {

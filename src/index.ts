@@ -7,6 +7,8 @@ export type { BuildOptions, BuildProgress, BuildSummary, WriteOptions } from './
 export type { Cache, NarFile } from './cache';
 export { DirectoryCache } from './cache-dir';
 export type { Closure, PathInfo } from './closure';
+export { debugInfoLink, parseDebugInfoLink } from './debug-info';
+export type { DebugInfoLink } from './debug-info';
 export { InterruptedError, NarcacheError } from './errors';
 export { formatHash, normaliseHash, parseHash } from './hash';
 export { formatNarinfo, narinfoFor, parseNarinfo } from './narinfo';
@@ -17,7 +19,7 @@ export { packChunks, packPath } from './pack';
 export type { Compression, PackPathOptions } from './pack';
 export { plan } from './plan';
 export type { Plan } from './plan';
-export type { Destination } from './publish/destination';
+export type { CacheInfo, CompanionFile, Destination, NarinfoText } from './publish/destination';
 export { DirectoryDestination } from './publish/directory';
 export { cacheAt, destinationAt } from './publish/open';
 export { S3Destination } from './publish/s3';

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { NarcacheError } from '../errors';
 import { publishFiles, type PackResult } from '../native';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
+import { cacheInfoText, checkCacheInfo, type CacheInfo, type Destination, type NarinfoText } from './destination';
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
@@ -19,12 +19,14 @@ export class DirectoryDestination implements Destination {
   readonly location: string;
   /** NAR files written since the last sync: the next narinfos wait for them. */
   private unsynced: string[] = [];
+  /** Directories other than the cache's own that companions were published into (debuginfo/). */
+  private readonly companionDirs = new Set<string>();
 
   constructor(dir: string) {
     this.location = path.resolve(dir);
   }
 
-  async open(storeDir: string): Promise<void> {
+  async open(info: CacheInfo): Promise<void> {
     for (const sub of ['', ...LAYOUT_DIRS]) {
       await fs.mkdir(path.join(this.location, sub), { recursive: true }).catch(writeError);
     }
@@ -33,8 +35,8 @@ export class DirectoryDestination implements Destination {
       if (e.code === 'ENOENT') return undefined;
       throw writeError(e);
     });
-    if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(storeDir));
-    else checkCacheInfo(this.location, existing, storeDir);
+    if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(info));
+    else checkCacheInfo(this.location, existing, info);
   }
 
   /** One listing of the directory, however many paths are asked about. */
@@ -58,8 +60,14 @@ export class DirectoryDestination implements Destination {
     const nars = this.unsynced;
     this.unsynced = [];
     try {
+      const companions = narinfos.map((n) =>
+        (n.companions ?? []).map((c) => ({ target: path.join(this.location, c.name), text: c.data, keepExisting: c.keepExisting })),
+      );
+      for (const c of companions.flat()) {
+        if (path.dirname(c.target) !== this.location) this.companionDirs.add(path.dirname(c.target));
+      }
       await writeFilesAtomic(
-        narinfos.map((n) => ({ target: this.narinfoPath(n.hashPart), text: n.text })),
+        narinfos.flatMap((n, i) => [...companions[i], { target: this.narinfoPath(n.hashPart), text: n.text }]),
         { alsoSync: nars },
       );
     } catch (e) {
@@ -69,7 +77,7 @@ export class DirectoryDestination implements Destination {
   }
 
   async flush(): Promise<void> {
-    await makeDurable([this.location]);
+    await makeDurable([this.location, ...this.companionDirs]);
   }
 
   /** Nothing stays open between writes. */
@@ -94,6 +102,13 @@ export function writeFileAtomic(target: string, text: string, options: WriteFile
   return writeFilesAtomic([{ target, text }], options);
 }
 
+export interface FileText {
+  target: string;
+  text: string | Uint8Array;
+  /** Leave a file already at the target as it is (whatever `overwrite` says). */
+  keepExisting?: boolean;
+}
+
 /**
  * Writes each text under a temporary name beside its target, makes them
  * durable with one sync, then renames them into place in order (or, not to
@@ -101,11 +116,9 @@ export function writeFileAtomic(target: string, text: string, options: WriteFile
  * core does it on a thread of its own with one file open at a time, however
  * many there are; the message of a failure names the file.
  */
-export async function writeFilesAtomic(
-  files: { target: string; text: string }[],
-  options: WriteFileOptions = {},
-): Promise<void> {
-  await publishFiles(files, options.alsoSync ?? [], options.mode, options.overwrite ?? true).catch((e: Error) => {
+export async function writeFilesAtomic(files: FileText[], options: WriteFileOptions = {}): Promise<void> {
+  const native = files.map((f) => ({ target: f.target, contents: Buffer.from(f.text), keepExisting: f.keepExisting }));
+  await publishFiles(native, options.alsoSync ?? [], options.mode, options.overwrite ?? true).catch((e: Error) => {
     throw new NarcacheError(e.message);
   });
 }

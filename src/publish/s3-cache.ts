@@ -1,8 +1,9 @@
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { Cache, NarFile } from '../cache';
-import { checkNarinfoSize, parseNarinfoFile } from '../cache-dir';
-import { verifyNarStream } from '../native';
+import { MAX_NARINFO_BYTES, parseNarinfoFile } from '../cache-dir';
+import { verifyNarStream, type IndexOptions } from '../native';
+import { NarcacheError } from '../errors';
 import type { Narinfo } from '../narinfo';
 import { TEMP_PREFIX } from './directory';
 import { S3Destination } from './s3';
@@ -23,17 +24,12 @@ export class S3Cache extends S3Destination implements Cache {
     return names.sort();
   }
 
+  /** Stored as it is or compressed (narinfo-compression), as its Content-Encoding says. */
   async readNarinfo(file: string): Promise<Narinfo> {
-    const { Body, ContentLength } = await this.small(() =>
-      request(this.s3, `reading ${file}`, () => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(file) }))),
-    );
-    try {
-      checkNarinfoSize(ContentLength ?? 0);
-    } catch (e) {
-      (Body as Readable).destroy();
-      throw e;
-    }
-    return parseNarinfoFile(await Body!.transformToString('utf8'), file);
+    const bytes = await this.small(() => this.readBytes(file, MAX_NARINFO_BYTES)).catch((e: unknown) => {
+      throw isNotFound(e) ? s3Failure(this.s3, `reading ${file}`, e) : e;
+    });
+    return parseNarinfoFile(bytes.toString('utf8'), file);
   }
 
   readCacheInfo(): Promise<string | undefined> {
@@ -50,7 +46,7 @@ export class S3Cache extends S3Destination implements Cache {
       if (isNotFound(e)) return { problem: 'is missing' };
       throw s3Failure(this.s3, `looking up ${url}`, e);
     }
-    return { id: Key, size: size ?? 0, check: (compression) => this.checkObject(Key, url, compression) };
+    return { id: Key, size: size ?? 0, check: (compression, index) => this.checkObject(Key, url, compression, index) };
   }
 
   async narFiles(): Promise<string[]> {
@@ -62,7 +58,22 @@ export class S3Cache extends S3Destination implements Cache {
     return names.sort();
   }
 
-  private async checkObject(Key: string, url: string, compression: string) {
+  async files(dir: string, suffix: string): Promise<string[]> {
+    const names: string[] = [];
+    for await (const key of this.listKeys(this.key(dir), '/')) {
+      const name = key.slice(this.s3.prefix.length);
+      if (name.endsWith(suffix) && !name.slice(dir.length).startsWith(TEMP_PREFIX)) names.push(name);
+    }
+    return names.sort();
+  }
+
+  async readFile(name: string, maxBytes: number): Promise<Buffer> {
+    return this.small(() => this.readBytes(name, maxBytes)).catch((e: unknown) => {
+      throw isNotFound(e) ? new NarcacheError('cannot be read: it is missing') : e;
+    });
+  }
+
+  private async checkObject(Key: string, url: string, compression: string, index?: IndexOptions) {
     const { Body } = await request(this.s3, `reading ${url}`, () => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key })));
     const body = Body as Readable;
     const pieces = body[Symbol.asyncIterator]();
@@ -78,7 +89,7 @@ export class S3Cache extends S3Destination implements Cache {
       return chunk.length ? Buffer.concat(chunk) : null;
     };
     try {
-      return await verifyNarStream(compression, read);
+      return await verifyNarStream(compression, read, index);
     } finally {
       body.destroy();
     }

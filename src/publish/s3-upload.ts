@@ -10,6 +10,7 @@ import {
   UploadPartCopyCommand,
   type CompletedPart,
   type S3Client,
+  type StorageClass,
 } from '@aws-sdk/client-s3';
 import type { PackResult } from '../native';
 import { packChunks, type PackPathOptions } from '../pack';
@@ -63,7 +64,9 @@ export async function uploadNar(ctx: UploadContext, source: string, options: Pac
   const key = location.prefix + packed.url;
   if (!upload.started) {
     await request(location, `uploading ${packed.url}`, () =>
-      client.send(new PutObjectCommand({ Bucket: location.bucket, Key: key, Body: tail, ContentType: NAR_CONTENT_TYPE })),
+      client.send(
+        new PutObjectCommand({ Bucket: location.bucket, Key: key, Body: tail, ContentType: NAR_CONTENT_TYPE, StorageClass: storageClassOf(location) }),
+      ),
     );
     return packed;
   }
@@ -159,6 +162,11 @@ class TemporaryUpload {
   }
 }
 
+/** The `storage-class` of the location, as the SDK types it (any name the service knows passes). */
+export function storageClassOf(location: S3Location): StorageClass | undefined {
+  return location.storageClass as StorageClass | undefined;
+}
+
 /**
  * Copies an object inside the bucket, metadata included: in one request up
  * to the service's limit, beyond it as a multipart upload of ranges.
@@ -167,11 +175,13 @@ async function copyObject(ctx: UploadContext, from: string, to: string, size: nu
   const { client, location } = ctx;
   const copySource = [location.bucket, ...from.split('/')].map(encodeURIComponent).join('/');
   const target = { Bucket: location.bucket, Key: to };
+  // The temporary object has the bucket's default class; the copy is what stays.
+  const StorageClass = storageClassOf(location);
   if (size <= ctx.maxCopySize) {
-    await client.send(new CopyObjectCommand({ ...target, CopySource: copySource }));
+    await client.send(new CopyObjectCommand({ ...target, CopySource: copySource, StorageClass }));
     return;
   }
-  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ ...target, ContentType: NAR_CONTENT_TYPE }));
+  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ ...target, ContentType: NAR_CONTENT_TYPE, StorageClass }));
   try {
     const ranges: [number, number][] = [];
     for (let start = 0; start < size; start += ctx.maxCopySize) ranges.push([start, Math.min(size, start + ctx.maxCopySize) - 1]);

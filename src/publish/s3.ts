@@ -8,17 +8,23 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import type { Readable } from 'node:stream';
+import { NarcacheError } from '../errors';
+import { decode, encode, type ContentEncoding } from './content-encoding';
 import { limiter } from '../limit';
 import type { PackResult } from '../native';
 import type { PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
+import { cacheInfoText, checkCacheInfo, type CacheInfo, type Destination, type NarinfoText } from './destination';
 import { isNotFound, request, s3Client, s3Failure } from './s3-client';
 import { describeS3Location, type S3Location } from './s3-location';
-import { temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
+import { storageClassOf, temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
 
 // The content types Nix's own binary cache stores give these files.
 const NARINFO_CONTENT_TYPE = 'text/x-nix-narinfo';
 const CACHE_INFO_CONTENT_TYPE = 'text/x-nix-cache-info';
+const JSON_CONTENT_TYPE = 'application/json';
+// nix-cache-info is a few lines.
+const MAX_TEXT_BYTES = 64 << 10;
 
 export interface S3DestinationOptions {
   /**
@@ -66,10 +72,10 @@ export class S3Destination implements Destination {
    * same place at the same time would lose its uploads in progress (and
    * fail, leaving the cache true).
    */
-  async open(storeDir: string): Promise<void> {
+  async open(info: CacheInfo): Promise<void> {
     const existing = await this.readText('nix-cache-info');
-    if (existing === undefined) await this.put('nix-cache-info', cacheInfoText(storeDir), CACHE_INFO_CONTENT_TYPE);
-    else checkCacheInfo(this.location, existing, storeDir);
+    if (existing === undefined) await this.put('nix-cache-info', cacheInfoText(info), CACHE_INFO_CONTENT_TYPE);
+    else checkCacheInfo(this.location, existing, info);
     await this.cleanUp();
   }
 
@@ -95,20 +101,21 @@ export class S3Destination implements Destination {
   }
 
   private async headNarinfos(hashParts: string[]): Promise<Set<string>> {
-    const present = new Set<string>();
-    await Promise.all(
-      hashParts.map((hashPart) =>
-        this.small(async () => {
-          try {
-            await this.client.send(new HeadObjectCommand({ Bucket: this.s3.bucket, Key: this.key(`${hashPart}.narinfo`) }));
-            present.add(hashPart);
-          } catch (e) {
-            if (!isNotFound(e)) throw s3Failure(this.s3, `looking up ${hashPart}.narinfo`, e);
-          }
-        }),
-      ),
-    );
-    return present;
+    const found = await Promise.all(hashParts.map((h) => this.has(`${h}.narinfo`)));
+    return new Set(hashParts.filter((_, i) => found[i]));
+  }
+
+  private has(name: string): Promise<boolean> {
+    const key = this.key(name);
+    return this.small(async () => {
+      try {
+        await this.client.send(new HeadObjectCommand({ Bucket: this.s3.bucket, Key: key }));
+        return true;
+      } catch (e) {
+        if (isNotFound(e)) return false;
+        throw s3Failure(this.s3, `looking up ${name}`, e);
+      }
+    });
   }
 
   writeNar(source: string, options: PackPathOptions): Promise<PackResult> {
@@ -117,19 +124,30 @@ export class S3Destination implements Destination {
 
   /**
    * One PUT each (S3 shows an object whole or not at all, and durable once
-   * the PUT succeeds), many at once: each as soon as the PUTs of its
-   * references earlier in the list have succeeded.
+   * the PUT succeeds), many at once: each narinfo, after its companions, as
+   * soon as the PUTs of its references earlier in the list have succeeded.
+   * A companion to keep is looked up first: no other publish runs into the
+   * same place meanwhile.
    */
   async writeNarinfos(narinfos: NarinfoText[]): Promise<void> {
     const puts = new Map<string, Promise<void>>();
-    for (const { hashPart, text, references } of narinfos) {
-      const before = references.flatMap((r) => puts.get(r) ?? []);
-      const put = Promise.all(before).then(() => this.small(() => this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE)));
+    for (const narinfo of narinfos) {
+      const before = narinfo.references.flatMap((r) => puts.get(r) ?? []);
+      const put = Promise.all(before).then(() => this.writeNarinfo(narinfo));
       // A failure is awaited below; a PUT that waits for it is not started.
       put.catch(() => undefined);
-      puts.set(hashPart, put);
+      puts.set(narinfo.hashPart, put);
     }
     await Promise.all(puts.values());
+  }
+
+  private async writeNarinfo({ hashPart, text, companions }: NarinfoText): Promise<void> {
+    for (const c of companions ?? []) {
+      if (c.keepExisting && (await this.has(c.name))) continue;
+      // As Nix's S3 store, by the name: listings are compressed, debug-info links stay plain.
+      await this.small(() => this.put(c.name, c.data, JSON_CONTENT_TYPE, c.name.endsWith('.ls') ? this.s3.lsCompression : undefined));
+    }
+    await this.small(() => this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE, this.s3.narinfoCompression));
   }
 
   /** Every PUT was durable when it succeeded. */
@@ -143,17 +161,48 @@ export class S3Destination implements Destination {
   /** The text of a small object of the cache, or undefined if there is none. */
   protected async readText(name: string): Promise<string | undefined> {
     try {
-      const { Body } = await this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name) }));
-      return await Body!.transformToString('utf8');
+      return (await this.readBytes(name, MAX_TEXT_BYTES)).toString('utf8');
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw s3Failure(this.s3, `reading ${name}`, e);
+      throw e;
     }
   }
 
-  private async put(name: string, text: string, contentType: string): Promise<void> {
+  /**
+   * The bytes a small object holds, its Content-Encoding undone; a
+   * missing one rejects with the service's not-found error, one larger
+   * than `maxBytes` (stored or decoded) with a one-line error.
+   */
+  protected async readBytes(name: string, maxBytes: number): Promise<Buffer> {
+    let object;
+    try {
+      object = await this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name) }));
+    } catch (e) {
+      if (isNotFound(e)) throw e;
+      throw s3Failure(this.s3, `reading ${name}`, e);
+    }
+    const { Body, ContentLength, ContentEncoding } = object;
+    if ((ContentLength ?? 0) > maxBytes) {
+      (Body as Readable).destroy();
+      throw new NarcacheError(`is ${ContentLength} bytes, more than the ${maxBytes} read`);
+    }
+    return decode(ContentEncoding, Buffer.from(await Body!.transformToByteArray()), maxBytes);
+  }
+
+  /** Writes a small object, stored compressed if `encoding` says so, with the location's storage class. */
+  private async put(name: string, data: string | Uint8Array, contentType: string, encoding?: ContentEncoding): Promise<void> {
+    const Body = encoding ? await encode(encoding, data) : data;
     await request(this.s3, `writing ${name}`, () =>
-      this.client.send(new PutObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name), Body: text, ContentType: contentType })),
+      this.client.send(
+        new PutObjectCommand({
+          Bucket: this.s3.bucket,
+          Key: this.key(name),
+          Body,
+          ContentType: contentType,
+          ContentEncoding: encoding,
+          StorageClass: storageClassOf(this.s3),
+        }),
+      ),
     );
   }
 

@@ -54,10 +54,14 @@ pub fn sync_files<P: AsRef<Path>>(paths: &[P]) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// A small file to publish whole under its final name (a narinfo, a key).
+/// A small file to publish whole under its final name (a narinfo, a key,
+/// a listing).
 pub struct NewFile<'a> {
     pub target: &'a Path,
     pub contents: &'a [u8],
+    /// A file already under the name stays as it is (a debug-info link is
+    /// never replaced), whatever `overwrite` says.
+    pub keep_existing: bool,
 }
 
 #[derive(Debug, Error)]
@@ -71,10 +75,11 @@ pub enum PublishError {
 }
 
 /// Writes each file under a temporary name beside its target (`mode`
-/// exactly, or 0644 less the umask), makes them durable together with the files `also_sync` (written earlier, such as
-/// the NARs the files point to) as one batch, then gives them their names
-/// in order: renamed over whatever is there, or with `overwrite` false
-/// hard-linked, which fails if the name is taken. Readers see each file
+/// exactly, or 0644 less the umask), makes them durable together with the
+/// files `also_sync` (written earlier, such as the NARs the files point to)
+/// as one batch, then gives them their names in order: renamed over
+/// whatever is there, or with `overwrite` false hard-linked, which fails if
+/// the name is taken (or, for a file to keep existing, leaves it). Readers see each file
 /// whole or not at all, and never before it and `also_sync` are on disk.
 /// One descriptor is open at a time however many files there are; on
 /// failure no temporary file is left (the files already named stay).
@@ -97,11 +102,15 @@ pub fn publish_files(
         temps.0.push(temp);
     }
     sync_files(&[also_sync, &temps.0].concat())?;
-    for (file, temp) in files.iter().zip(&temps.0) {
-        let named = if overwrite {
-            fs::rename(temp, file.target)
+    for (file, temp) in files.iter().zip(temps.0.iter_mut()) {
+        let named = if overwrite && !file.keep_existing {
+            // Renamed: no temporary name is left to remove.
+            fs::rename(&*temp, file.target).map(|()| temp.clear())
         } else {
-            fs::hard_link(temp, file.target)
+            match fs::hard_link(&*temp, file.target) {
+                Err(e) if file.keep_existing && e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            }
         };
         named.map_err(|source| match source.kind() {
             io::ErrorKind::AlreadyExists => PublishError::Exists {
@@ -113,20 +122,16 @@ pub fn publish_files(
             },
         })?;
     }
-    if overwrite {
-        // Renamed: no temporary name is left to remove.
-        temps.0.clear();
-    }
     Ok(())
 }
 
-/// Temporary files still to be removed: all of them, once they are named
-/// (a link leaves the temporary name) or the batch failed.
+/// Temporary files still to be removed (an empty path: renamed away), once
+/// the batch is named (a link leaves the temporary name) or failed.
 struct TempNames(Vec<PathBuf>);
 
 impl Drop for TempNames {
     fn drop(&mut self) {
-        for temp in &self.0 {
+        for temp in self.0.iter().filter(|t| !t.as_os_str().is_empty()) {
             let _ = fs::remove_file(temp);
         }
     }
@@ -227,8 +232,8 @@ mod tests {
         let (a, b) = (dir.path().join("a.narinfo"), dir.path().join("b.narinfo"));
         fs::write(&a, b"old").unwrap();
         let files = [
-            NewFile { target: &a, contents: b"new a" },
-            NewFile { target: &b, contents: b"new b" },
+            NewFile { target: &a, contents: b"new a", keep_existing: false },
+            NewFile { target: &b, contents: b"new b", keep_existing: false },
         ];
         publish_files(&files, std::slice::from_ref(&nar), Some(0o640), true).unwrap();
         assert_eq!(fs::read(&a).unwrap(), b"new a");
@@ -247,7 +252,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key");
         fs::write(&key, b"mine").unwrap();
-        let files = [NewFile { target: &key, contents: b"other" }];
+        let files = [NewFile { target: &key, contents: b"other", keep_existing: false }];
         let error = publish_files(&files, &[], Some(0o600), false).unwrap_err();
         assert_eq!(error.to_string(), format!("{} already exists", key.display()));
         assert_eq!(fs::read(&key).unwrap(), b"mine");
@@ -255,11 +260,26 @@ mod tests {
     }
 
     #[test]
+    fn a_file_to_keep_existing_is_left_and_the_others_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (link, new) = (dir.path().join("link"), dir.path().join("new"));
+        fs::write(&link, b"first").unwrap();
+        let files = [
+            NewFile { target: &link, contents: b"second", keep_existing: true },
+            NewFile { target: &new, contents: b"new", keep_existing: true },
+        ];
+        publish_files(&files, &[], None, true).unwrap();
+        assert_eq!(fs::read(&link).unwrap(), b"first");
+        assert_eq!(fs::read(&new).unwrap(), b"new");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
     fn a_failed_batch_names_the_file_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
         let missing_nar = dir.path().join("gone.nar");
-        let files = [NewFile { target: &a, contents: b"a" }];
+        let files = [NewFile { target: &a, contents: b"a", keep_existing: false }];
         let error = publish_files(&files, std::slice::from_ref(&missing_nar), None, true).unwrap_err();
         assert!(error.to_string().starts_with(&format!("{}: ", missing_nar.display())));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
