@@ -62,7 +62,7 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
     if (!real.startsWith(narDir + path.sep)) return { problem: `leads outside nar/ (to ${real})` };
     const stat = await fs.stat(real);
     if (!stat.isFile()) return { problem: 'is not a regular file' };
-    return { id: real, size: stat.size, check: (compression) => verifyNar(real, compression) };
+    return { id: real, size: stat.size, check: (compression, narSize) => verifyNar(real, compression, narSize) };
   }
 
   async narFiles(): Promise<string[]> {

@@ -8,10 +8,11 @@ export interface NarFile {
   id: string;
   size: number;
   /**
-   * Streams the file once through the Rust core; rejects with a one-line
-   * reason that does not name the file.
+   * Streams the file once through the Rust core, no further than
+   * `narSize` bytes of NAR; rejects with a one-line reason that does not
+   * name the file.
    */
-  check(compression: string): Promise<NarCheck>;
+  check(compression: string, narSize: number): Promise<NarCheck>;
 }
 
 /**

@@ -115,11 +115,11 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
   const narChecks = new Map<string, Promise<NarOutcome>>();
   let narBytes = 0;
   let fileBytes = 0;
-  const checkNar = (file: NarFile, compression: string): Promise<NarOutcome> => {
-    const key = `${compression}\0${file.id}`;
+  const checkNar = (file: NarFile, compression: string, narSize: number): Promise<NarOutcome> => {
+    const key = `${compression}\0${narSize}\0${file.id}`;
     let check = narChecks.get(key);
     if (!check) {
-      check = file.check(compression).then(
+      check = file.check(compression, narSize).then(
         (r) => {
           narBytes += r.narSize;
           fileBytes += r.fileSize;
@@ -169,7 +169,7 @@ interface CheckContext {
   storeDir: string;
   storePaths: Map<string, string | undefined>;
   trusted: PublicKey[];
-  checkNar: (file: NarFile, compression: string) => Promise<NarOutcome>;
+  checkNar: (file: NarFile, compression: string, narSize: number) => Promise<NarOutcome>;
 }
 
 /** Everything wrong with one narinfo and the NAR file it names. */
@@ -281,7 +281,9 @@ async function checkNarFile(
   if (n.fileSize !== undefined && found.size !== n.fileSize) {
     problems.push(`FileSize is ${n.fileSize} but ${url} has ${found.size} bytes`);
   }
-  const nar = await c.checkNar(found, n.compression);
+  // No further than NarSize: a stream that would expand without end
+  // costs no more than the NAR it claims to be.
+  const nar = await c.checkNar(found, n.compression, n.narSize);
   if ('error' in nar) return [...problems, `NAR file ${url}: ${nar.error}`];
   if (stated.fileHash && !stated.fileHash.equals(parseHash(nar.fileHash))) {
     problems.push(`FileHash does not match ${url}, whose hash is ${nar.fileHash}`);

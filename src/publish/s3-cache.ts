@@ -50,7 +50,7 @@ export class S3Cache extends S3Destination implements Cache {
       if (isNotFound(e)) return { problem: 'is missing' };
       throw s3Failure(this.s3, `looking up ${url}`, e);
     }
-    return { id: Key, size: size ?? 0, check: (compression) => this.checkObject(Key, url, compression) };
+    return { id: Key, size: size ?? 0, check: (compression, narSize) => this.checkObject(Key, url, compression, narSize) };
   }
 
   async narFiles(): Promise<string[]> {
@@ -62,7 +62,7 @@ export class S3Cache extends S3Destination implements Cache {
     return names.sort();
   }
 
-  private async checkObject(Key: string, url: string, compression: string) {
+  private async checkObject(Key: string, url: string, compression: string, narSize: number) {
     const { Body } = await request(this.s3, `reading ${url}`, () => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key })));
     const body = Body as Readable;
     const pieces = body[Symbol.asyncIterator]();
@@ -78,7 +78,7 @@ export class S3Cache extends S3Destination implements Cache {
       return chunk.length ? Buffer.concat(chunk) : null;
     };
     try {
-      return await verifyNarStream(compression, read);
+      return await verifyNarStream(compression, read, narSize);
     } finally {
       body.destroy();
     }

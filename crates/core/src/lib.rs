@@ -13,7 +13,7 @@ pub mod store_db;
 pub mod store_scan;
 pub mod verify;
 
-pub use compress::{Compression, CompressionError};
+pub use compress::{Compression, CompressionError, NarCompression};
 pub use durable::{sync_files, SyncError};
 pub use nar::NarIdentity;
 pub use pack::{pack, pack_into, PackError, PackOptions, Packed, Progress};

@@ -14,7 +14,7 @@ use napi::bindgen_prelude::{Buffer, Object, ToNapiValue};
 use napi::{Env, Error, Result};
 use napi_derive::napi;
 use narcache_core::{
-    nix32, Compression, NarIdentity, PackOptions as CoreOptions, Packed, Progress,
+    nix32, Compression, NarCompression, NarIdentity, PackOptions as CoreOptions, Packed, Progress,
 };
 
 pub mod stream;
@@ -183,21 +183,39 @@ pub struct VerifyProgress {
     pub nar_bytes: i64,
 }
 
-/// Reads the NAR file `file`, compressed as `compression` (`xz`, `zstd` or
-/// `none`, as a narinfo's `Compression:` says), once, with bounded memory:
-/// resolves to its hash and size and those of the NAR it decompresses to,
-/// once that NAR is known to be well formed. Rejects with a one-line message
-/// that does not name the file, e.g. `not a valid xz stream (lzma data
-/// error)`, `NAR ends early at byte 1234 (expected "entry" or ")")`,
-/// `unsupported compression "bzip2" (narcache handles zstd, xz and none)`.
+/// Reads the NAR file `file`, compressed as `compression` (as a narinfo's
+/// `Compression:` says: `xz`, `zstd`, `bzip2`, `br`, `gzip` or `none`),
+/// once, with bounded memory, and, given `narSize` (its narinfo's NarSize),
+/// no further than that many bytes of NAR: resolves to its hash and size and those of the
+/// NAR it decompresses to, once that NAR is known to be well formed.
+/// Rejects with a one-line message that does not name the file, e.g. `not a
+/// valid xz stream (lzma data error)`, `NAR ends early at byte 1234
+/// (expected "entry" or ")")`, `the NAR is longer than its NarSize of 100
+/// bytes`, `unsupported compression "lz4" (…)`.
 #[napi(ts_return_type = "Promise<NarCheck>")]
-pub fn verify_nar<'env>(env: &'env Env, file: String, compression: String) -> Result<Object<'env>> {
+pub fn verify_nar<'env>(
+    env: &'env Env,
+    file: String,
+    compression: String,
+    nar_size: Option<i64>,
+) -> Result<Object<'env>> {
     on_own_thread(env, "verify", move || {
-        let compression: Compression = compression.parse().map_err(reason)?;
-        let check =
-            narcache_core::verify(&PathBuf::from(file), compression, Some(&VERIFY_PROGRESS))
-                .map_err(reason)?;
+        let compression: NarCompression = compression.parse().map_err(reason)?;
+        let check = narcache_core::verify(
+            &PathBuf::from(file),
+            compression,
+            size_limit(nar_size)?,
+            Some(&VERIFY_PROGRESS),
+        )
+        .map_err(reason)?;
         Ok(nar_check(&check))
+    })
+}
+
+/// A size from JavaScript that bounds a stream, if one is given.
+fn size_limit(size: Option<i64>) -> Result<u64> {
+    size.map_or(Ok(u64::MAX), |size| {
+        u64::try_from(size).map_err(|_| reason(format!("a size must not be negative: {size}")))
     })
 }
 

@@ -19,11 +19,11 @@ use napi::bindgen_prelude::{Buffer, Object, Promise};
 use napi::threadsafe_function::ThreadsafeFunction;
 use napi::{Env, Result, Status};
 use napi_derive::napi;
-use narcache_core::Compression;
+use narcache_core::NarCompression;
 
 use crate::{
-    core_options, nar_check, on_own_thread, pack_result, reason, CancelToken, PackOptions,
-    PackResult, VERIFY_PROGRESS,
+    core_options, nar_check, on_own_thread, pack_result, reason, size_limit, CancelToken,
+    PackOptions, PackResult, VERIFY_PROGRESS,
 };
 
 /// A JavaScript function of one Buffer, called without Node's error-first
@@ -80,17 +80,20 @@ pub fn verify_nar_stream<'env>(
     env: &'env Env,
     compression: String,
     #[napi(ts_arg_type = "() => Promise<Buffer | null>")] read: ChunkProducer,
+    nar_size: Option<i64>,
 ) -> Result<Object<'env>> {
     on_own_thread(env, "verify", move || {
-        let compression: Compression = compression.parse().map_err(reason)?;
+        let compression: NarCompression = compression.parse().map_err(reason)?;
+        let nar_size = size_limit(nar_size)?;
         let reader = ChunkReader {
             read,
             chunk: Buffer::from(Vec::new()),
             at: 0,
             ended: false,
         };
-        let check = narcache_core::verify_reader(reader, compression, Some(&VERIFY_PROGRESS))
-            .map_err(reason)?;
+        let check =
+            narcache_core::verify_reader(reader, compression, nar_size, Some(&VERIFY_PROGRESS))
+                .map_err(reason)?;
         Ok(nar_check(&check))
     })
 }
