@@ -20,14 +20,23 @@ export async function closureFromNix(roots: string[], storeDir = DEFAULT_STORE_D
   const storePaths = roots.map((r) => resolveToStorePath(r, storeDir));
   // Both at once: each Nix command spends a few hundred milliseconds, and no
   // path is packed before the closure is known.
-  const [registered, described] = await Promise.all([
+  const [registered, ...described] = await Promise.all([
     run('nix-store', ['--query', '--requisites', ...storePaths]).then(async (out) => {
       const requisites = out.split('\n').filter(Boolean);
       return parseRegistration(await run('nix-store', ['--dump-db', ...requisites]), 'nix-store --dump-db');
     }),
-    run('nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', ...storePaths]),
+    // nix path-info takes a .drv for its outputs, which may not even be
+    // built; with --derivation it takes the .drv itself, but any other path
+    // for its deriver: each kind is asked for apart.
+    ...[storePaths.filter((p) => !p.endsWith('.drv')), storePaths.filter((p) => p.endsWith('.drv'))].map((roots, drv) =>
+      roots.length
+        ? run('nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', ...(drv ? ['--derivation'] : []), ...roots])
+        : '[]',
+    ),
   ]);
-  const extra = new Map(parsePathInfoJson(described, 'nix path-info --json').map((info) => [info.path, info]));
+  const extra = new Map(
+    described.flatMap((json) => parsePathInfoJson(json, 'nix path-info --json')).map((info) => [info.path, info]),
+  );
   const paths: PathInfo[] = registered.map((info) => {
     const more = extra.get(info.path);
     return { ...info, ...(more?.ca ? { ca: more.ca } : {}), sigs: more?.sigs ?? [] };
