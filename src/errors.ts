@@ -15,6 +15,11 @@ export class InterruptedError extends NarcacheError {
   }
 }
 
+/** The system's reason for a failed call, without its code and call: `no space left on device`. */
+export function systemReason(e: NodeJS.ErrnoException): string {
+  return e.message.replace(/^[A-Z]+: /, '').replace(/, \w+(?: '.*')?$/, '');
+}
+
 /** A file that cannot be read, as one line naming it. */
 export function fileError(file: string, e: unknown): NarcacheError {
   const code = (e as NodeJS.ErrnoException).code;

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { NarcacheError } from '../errors';
+import { NarcacheError, systemReason } from '../errors';
 import type { PackResult } from '../native';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
 import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
@@ -141,6 +141,5 @@ async function writeNew(file: string, text: string, mode: number | undefined): P
 
 /** A failed file system call as one line: the path and the system's reason. */
 function writeError(e: NodeJS.ErrnoException): never {
-  const reason = e.message.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/, '');
-  throw new NarcacheError(`cannot write ${e.path ?? 'the cache'}: ${reason}`);
+  throw new NarcacheError(`cannot write ${e.path ?? 'the cache'}: ${systemReason(e)}`);
 }
