@@ -99,7 +99,7 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   if (!Number.isInteger(jobs) || jobs < 1) throw new NarcacheError(`--jobs must be a positive integer, not ${jobs}`);
   const storeRoot = options.storeRoot ?? closure.storeDir;
 
-  await dest.open(closure.storeDir);
+  await dest.open(closure.storeDir, storeRoot);
   const { todo, present } = await plan(closure, dest);
 
   const published = new Set(present);

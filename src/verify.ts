@@ -4,6 +4,7 @@ import { NarcacheError } from './errors';
 import { parseHash } from './hash';
 import { verifyProgress, type NarCheck } from './native';
 import type { Narinfo } from './narinfo';
+import { storeDirOf } from './publish/destination';
 import { withCache } from './publish/open';
 import { runWithBudget } from './schedule';
 import { fingerprint, parseSignature, verifySignature, type PublicKey } from './signing';
@@ -302,5 +303,5 @@ async function readStoreDir(cache: Cache, problems: VerifyProblem[]): Promise<st
     problems.push({ file: 'nix-cache-info', problem: 'missing or unreadable' });
     return DEFAULT_STORE_DIR;
   }
-  return /^StoreDir: (.*)$/m.exec(text)?.[1] ?? DEFAULT_STORE_DIR;
+  return storeDirOf(text) ?? DEFAULT_STORE_DIR;
 }

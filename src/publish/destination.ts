@@ -9,8 +9,13 @@ import type { PackPathOptions } from '../pack';
 export interface Destination {
   /** How to name this destination in messages. */
   readonly location: string;
-  /** Creates the cache layout and `nix-cache-info`, or checks those present. */
-  open(storeDir: string): Promise<void>;
+  /**
+   * Creates the cache layout and `nix-cache-info`, or checks those present,
+   * and removes what writers that died left. A cache inside the store
+   * (`storeDir`, or `storeRoot` where its files are) is refused before
+   * anything is written.
+   */
+  open(storeDir: string, storeRoot?: string): Promise<void>;
   hasNarinfo(hashPart: string): Promise<boolean>;
   /**
    * Packs the store path at `source` and stores its NAR file under the
@@ -41,9 +46,14 @@ export function cacheInfoText(storeDir: string): string {
   return `StoreDir: ${storeDir}\n`;
 }
 
+/** The store directory a `nix-cache-info` names, if it names one. */
+export function storeDirOf(cacheInfo: string): string | undefined {
+  return /^StoreDir: (.*)$/m.exec(cacheInfo)?.[1];
+}
+
 /** Refuses to add paths of `storeDir` to a cache whose `nix-cache-info` names another store. */
 export function checkCacheInfo(location: string, cacheInfo: string, storeDir: string): void {
-  const cacheStoreDir = /^StoreDir: (.*)$/m.exec(cacheInfo)?.[1];
+  const cacheStoreDir = storeDirOf(cacheInfo);
   if (cacheStoreDir !== undefined && cacheStoreDir !== storeDir) {
     throw new NarcacheError(`${location} is a cache for store ${cacheStoreDir}, not ${storeDir}`);
   }

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { NarcacheError, systemReason } from '../errors';
+import { refuseInsideStore } from '../store-path';
 import type { PackResult } from '../native';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
 import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
@@ -24,17 +25,21 @@ export class DirectoryDestination implements Destination {
     this.location = path.resolve(dir);
   }
 
-  async open(storeDir: string): Promise<void> {
+  async open(storeDir: string, storeRoot = storeDir): Promise<void> {
+    await refuseInsideStore(this.location, [storeDir, storeRoot]);
+    // Checked before anything is created: a cache of another store is left as it is.
+    const infoPath = path.join(this.location, 'nix-cache-info');
+    const existing = await fs.readFile(infoPath, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      // A missing cache, or a file in its place, which mkdir reports.
+      if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return undefined;
+      if (e.code === 'EISDIR') throw new NarcacheError(`${infoPath} is a directory, not a file`);
+      throw writeError(e);
+    });
+    if (existing !== undefined) checkCacheInfo(this.location, existing, storeDir);
     for (const sub of ['', ...LAYOUT_DIRS]) {
       await fs.mkdir(path.join(this.location, sub), { recursive: true }).catch(writeError);
     }
-    const infoPath = path.join(this.location, 'nix-cache-info');
-    const existing = await fs.readFile(infoPath, 'utf8').catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') return undefined;
-      throw writeError(e);
-    });
     if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(storeDir));
-    else checkCacheInfo(this.location, existing, storeDir);
   }
 
   async hasNarinfo(hashPart: string): Promise<boolean> {

@@ -62,7 +62,7 @@ export class S3Destination implements Destination {
    * missing, and removes what a run killed midway left: open multipart
    * uploads of NAR files and temporary objects. Another publish into the
    * same place at the same time would lose its uploads in progress (and
-   * fail, leaving the cache true).
+   * fail, leaving the cache true). A bucket is never inside a store.
    */
   async open(storeDir: string): Promise<void> {
     const existing = await this.readText('nix-cache-info');
