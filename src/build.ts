@@ -64,6 +64,8 @@ export interface BuildSummary {
   /** Paths in the closure. */
   paths: number;
   written: number;
+  /** Of those written, paths whose narinfo was there but broken (unreadable, or its NAR file missing or short). */
+  replaced: number;
   skipped: number;
   narBytes: number;
   fileBytes: number;
@@ -100,7 +102,7 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   const storeRoot = options.storeRoot ?? closure.storeDir;
 
   await dest.open(closure.storeDir, storeRoot);
-  const { todo, present } = await plan(closure, dest);
+  const { todo, present, broken } = await plan(closure, dest);
 
   const published = new Set(present);
   type Waiting = { info: PathInfo; text: string; fileSize: number };
@@ -200,6 +202,7 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   return {
     paths: closure.paths.length,
     written: progress.pathsDone,
+    replaced: broken.size,
     skipped: present.size,
     narBytes: progress.narBytesTotal,
     fileBytes,

@@ -1,6 +1,37 @@
+import { NarcacheError } from './errors';
+import { limiter } from './limit';
 import type { NarCheck } from './native';
-import type { Narinfo } from './narinfo';
+import { parseNarinfo, type Narinfo } from './narinfo';
 import type { Destination } from './publish/destination';
+
+// Nix sets no bound: a narinfo grows with its references (a store path of
+// 20,000 has one of 1.4 MB; closureInfo's output or a system profile get
+// there). This one is 64 times that, a million references of usual
+// length; a larger file is refused unread, as a hostile cache's would be.
+const MAX_NARINFO_BYTES = 64 << 20;
+// Narinfos larger than this are read one at a time, so that reading many
+// at once stays within a few tens of MiB.
+const LARGE_NARINFO_BYTES = 1 << 20;
+const oneLargeAtATime = limiter(1);
+
+/**
+ * Reads the text of a narinfo of `size` bytes with `read`, unless it is
+ * too large to be one; the error says what is wrong, without the file name.
+ */
+export function readNarinfoText(size: number, read: () => Promise<string>): Promise<string> {
+  if (size > MAX_NARINFO_BYTES) throw new NarcacheError(`is ${size} bytes, too large for a narinfo`);
+  return size > LARGE_NARINFO_BYTES ? oneLargeAtATime(read) : read();
+}
+
+/** Parses the text of the narinfo `file`; the error says what is wrong, without the file name. */
+export function parseNarinfoFile(text: string, file: string): Narinfo {
+  try {
+    return parseNarinfo(text, file);
+  } catch (e) {
+    // parseNarinfo names its origin: strip it, the caller names the file.
+    throw new NarcacheError(`does not parse: ${(e as Error).message.replace(`${file}: `, '')}`);
+  }
+}
 
 /** A NAR file of a cache, found where a narinfo's URL says. */
 export interface NarFile {

@@ -3,7 +3,7 @@ import type { Cache, NarFile } from './cache';
 import { NarcacheError } from './errors';
 import { parseHash } from './hash';
 import { verifyProgress, type NarCheck } from './native';
-import type { Narinfo } from './narinfo';
+import { narUrl, type Narinfo } from './narinfo';
 import { storeDirOf } from './publish/destination';
 import { withCache } from './publish/open';
 import { runWithBudget } from './schedule';
@@ -248,20 +248,6 @@ function checkSignatures(n: Narinfo, hashReadable: boolean, trusted: PublicKey[]
           : 'no signature by a trusted key (unsigned)',
   );
   return problems;
-}
-
-/**
- * The URL as a path relative to the cache if it names a file inside `nar/`,
- * otherwise why not. Nix joins the URL to the cache directory as it is, so
- * `../` or an absolute URL would make it read any file.
- */
-function narUrl(url: string): string | { outside: string } {
-  if (/^[a-z][a-z0-9+.-]*:/i.test(url) || url.startsWith('/')) return { outside: 'is not relative to the cache' };
-  const parts = url.split('/');
-  if (parts[0] !== 'nar' || parts.length < 2 || parts.some((p) => p === '' || p === '.' || p === '..')) {
-    return { outside: 'does not name a file inside nar/' };
-  }
-  return url;
 }
 
 /**

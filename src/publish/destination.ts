@@ -16,7 +16,11 @@ export interface Destination {
    * anything is written.
    */
   open(storeDir: string, storeRoot?: string): Promise<void>;
-  hasNarinfo(hashPart: string): Promise<boolean>;
+  /**
+   * Whether the narinfo of `storePath` is there: `broken` if it is but
+   * cannot be relied on (the destination may not tell that from `present`).
+   */
+  narinfoState(hashPart: string, storePath: string): Promise<NarinfoState>;
   /**
    * Packs the store path at `source` and stores its NAR file under the
    * name the result's `url` gives; resolves only once the file is complete
@@ -35,6 +39,8 @@ export interface Destination {
   /** Lets go of what the destination holds open (connections) once it is no longer used. */
   close(): void;
 }
+
+export type NarinfoState = 'present' | 'missing' | 'broken';
 
 export interface NarinfoText {
   hashPart: string;

@@ -1,10 +1,12 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { parseNarinfoFile, readNarinfoText, type NarFile } from '../cache';
 import { NarcacheError, systemReason } from '../errors';
 import { refuseInsideStore } from '../store-path';
-import type { PackResult } from '../native';
+import { verifyNar, type PackResult } from '../native';
+import { narUrl, type Narinfo } from '../narinfo';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
+import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoState, type NarinfoText } from './destination';
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
@@ -42,11 +44,45 @@ export class DirectoryDestination implements Destination {
     if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(storeDir));
   }
 
-  async hasNarinfo(hashPart: string): Promise<boolean> {
-    return fs.access(this.narinfoPath(hashPart)).then(
-      () => true,
-      () => false,
-    );
+  /**
+   * A narinfo counts as present only if it parses, is for `storePath` and
+   * names a NAR file inside `nar/` of its FileSize: a directory tells that
+   * at no cost, and a broken entry is then written anew rather than kept.
+   */
+  async narinfoState(hashPart: string, storePath: string): Promise<NarinfoState> {
+    let n: Narinfo;
+    try {
+      n = await this.readNarinfo(`${hashPart}.narinfo`);
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'broken';
+    }
+    const url = narUrl(n.url);
+    if (n.storePath !== storePath || typeof url !== 'string') return 'broken';
+    const file = await this.narFile(url);
+    return 'problem' in file || file.size !== n.fileSize ? 'broken' : 'present';
+  }
+
+  /** Reads and parses a narinfo; the error says what is wrong, without the file name. */
+  async readNarinfo(file: string): Promise<Narinfo> {
+    const full = path.join(this.location, file);
+    const { size } = await fs.stat(full);
+    return parseNarinfoFile(await readNarinfoText(size, () => fs.readFile(full, 'utf8')), file);
+  }
+
+  /** A regular file that does not lead out of `nar/` through a symlink; its real path is its id. */
+  async narFile(url: string): Promise<NarFile | { problem: string }> {
+    let real: string;
+    try {
+      real = await fs.realpath(path.join(this.location, url));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      return { problem: code === 'ENOENT' ? 'is missing' : `cannot be read: ${(e as Error).message}` };
+    }
+    const narDir = await fs.realpath(path.join(this.location, 'nar')).catch(() => path.join(this.location, 'nar'));
+    if (!real.startsWith(narDir + path.sep)) return { problem: `leads outside nar/ (to ${real})` };
+    const stat = await fs.stat(real);
+    if (!stat.isFile()) return { problem: 'is not a regular file' };
+    return { id: real, size: stat.size, check: (compression, narSize) => verifyNar(real, compression, narSize) };
   }
 
   /**

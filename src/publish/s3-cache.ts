@@ -1,7 +1,6 @@
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
-import type { Cache, NarFile } from '../cache';
-import { checkNarinfoSize, parseNarinfoFile } from '../cache-dir';
+import { parseNarinfoFile, readNarinfoText, type Cache, type NarFile } from '../cache';
 import { verifyNarStream } from '../native';
 import type { Narinfo } from '../narinfo';
 import { TEMP_PREFIX } from './directory';
@@ -28,12 +27,11 @@ export class S3Cache extends S3Destination implements Cache {
       request(this.s3, `reading ${file}`, () => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(file) }))),
     );
     try {
-      checkNarinfoSize(ContentLength ?? 0);
-    } catch (e) {
+      return parseNarinfoFile(await readNarinfoText(ContentLength ?? 0, () => Body!.transformToString('utf8')), file);
+    } finally {
+      // A body refused unread holds its connection until it is let go.
       (Body as Readable).destroy();
-      throw e;
     }
-    return parseNarinfoFile(await Body!.transformToString('utf8'), file);
   }
 
   readCacheInfo(): Promise<string | undefined> {

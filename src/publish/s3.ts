@@ -11,7 +11,7 @@ import {
 import { limiter } from '../limit';
 import type { PackResult } from '../native';
 import type { PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
+import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoState, type NarinfoText } from './destination';
 import { isNotFound, request, s3Client, s3Failure } from './s3-client';
 import { describeS3Location, type S3Location } from './s3-location';
 import { temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
@@ -71,14 +71,15 @@ export class S3Destination implements Destination {
     await this.cleanUp();
   }
 
-  hasNarinfo(hashPart: string): Promise<boolean> {
+  /** One HEAD: a narinfo there is taken as present, as Nix takes it. */
+  narinfoState(hashPart: string): Promise<NarinfoState> {
     const key = this.key(`${hashPart}.narinfo`);
     return this.small(async () => {
       try {
         await this.client.send(new HeadObjectCommand({ Bucket: this.s3.bucket, Key: key }));
-        return true;
+        return 'present';
       } catch (e) {
-        if (isNotFound(e)) return false;
+        if (isNotFound(e)) return 'missing';
         throw s3Failure(this.s3, `looking up ${hashPart}.narinfo`, e);
       }
     });
