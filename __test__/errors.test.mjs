@@ -182,3 +182,15 @@ test('a public key given as a secret key, and the other way round, are named as 
   checkError(t, r, 'secret key as public key');
   t.regex(r.stderr, /is a secret key, not a public key\n$/);
 });
+
+test('sign of a directory inside the store, and keygen into it, are refused with nothing written', async (t) => {
+  const key = path.join(makeTempDir('narcache-keys-'), 'k');
+  await runOk('nix-store', ['--generate-binary-cache-key', 'k-1', key, `${key}.pub`]);
+  const r = await runCli(['sign', fx.root, '--sign-key-file', key]);
+  checkError(t, r, 'sign inside the store');
+  t.regex(r.stderr, /is inside the Nix store \/nix\/store/);
+  const g = await runCli(['keygen', 'k-2', '--secret-key-file', path.join(fx.root, 'k'), '--public-key-file', path.join(fx.root, 'k.pub')]);
+  checkError(t, g, 'keygen inside the store');
+  t.false((await fs.readdir(fx.root)).some((n) => n.startsWith('k') || n.startsWith('.tmp-narcache-')), 'nothing written');
+  t.is((await runOk('nix-store', ['--verify-path', fx.root])).code, 0);
+});

@@ -2,6 +2,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Cache } from './cache';
 import { NarcacheError } from './errors';
+import { refuseInsideStore } from './store-path';
 import { DirectoryDestination, TEMP_PREFIX } from './publish/directory';
 
 /** A flat-file binary cache in a local directory, read as well as written. */
@@ -21,6 +22,11 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
 
   readCacheInfo(): Promise<string | undefined> {
     return fs.readFile(path.join(this.location, 'nix-cache-info'), 'utf8').catch(() => undefined);
+  }
+
+  async openForUpdate(storeDir: string): Promise<void> {
+    await refuseInsideStore(this.location, [storeDir]);
+    await this.removeLeftovers();
   }
 
   async narFiles(): Promise<string[]> {

@@ -64,4 +64,14 @@ export interface Cache extends Destination {
   narFile(url: string): Promise<NarFile | { problem: string }>;
   /** Every file below `nar/`, relative to the cache, but those being written. */
   narFiles(): Promise<string[]>;
+  /**
+   * Temporary files that writers left when they died (relative to the
+   * cache): garbage, not damage.
+   */
+  leftovers(): Promise<string[]>;
+  /**
+   * Readies the cache for its narinfos to be rewritten in place (sign):
+   * refuses a cache inside the store `storeDir`, removes leftovers.
+   */
+  openForUpdate(storeDir: string): Promise<void>;
 }

@@ -232,7 +232,8 @@ program
   .option('--json', 'print a JSON summary on stdout instead of the text summary')
   .action(async (cache: string, opts: { signKeyFile: string[]; json?: boolean }) => {
     const keys = await Promise.all(opts.signKeyFile.map(readSecretKeyFile));
-    const summary = await signCache(cache, { keys });
+    stopOnSignals();
+    const summary = await signCache(cache, { keys, signal: stop.signal });
     if (opts.json) await print(process.stdout, JSON.stringify(summary) + '\n');
     else await print(process.stderr, `narcache: signed ${summary.signed} narinfos, ${summary.alreadySigned} were signed already, in ${summary.cache}\n`);
   });

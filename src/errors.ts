@@ -1,3 +1,5 @@
+import { plural } from './report/format';
+
 /**
  * An error caused by the user's input or environment (a missing path, an
  * unwritable destination, a corrupt store), reported as one line.
@@ -6,12 +8,16 @@ export class NarcacheError extends Error {
   override name = 'NarcacheError';
 }
 
-/** A build stopped on request; what it wrote is complete, and a re-run resumes. */
+/** A build (or signing) stopped on request; what it wrote is complete, and a re-run resumes. */
 export class InterruptedError extends NarcacheError {
   override name = 'InterruptedError';
 
-  constructor(readonly written: number) {
-    super(`interrupted after writing ${written} paths; the cache holds only complete entries, and running the same command again resumes`);
+  /** `done` says what was written: `writing 3 paths`, `signing 1024 narinfos`. */
+  constructor(
+    readonly written: number,
+    done = `writing ${plural(written, 'path')}`,
+  ) {
+    super(`interrupted after ${done}; the cache holds only complete entries, and running the same command again resumes`);
   }
 }
 

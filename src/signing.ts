@@ -5,6 +5,7 @@ import { NarcacheError } from './errors';
 import { normaliseHash } from './hash';
 import type { Narinfo } from './narinfo';
 import { writeFileAtomic } from './publish/directory';
+import { DEFAULT_STORE_DIR, refuseInsideStore } from './store-path';
 
 /**
  * An ed25519 signing key in Nix's format (`<name>:<base64 of seed ‖ public
@@ -135,6 +136,7 @@ export async function keygen(options: KeygenOptions): Promise<PublicKey> {
   const secretFile = path.resolve(options.secretKeyFile);
   const publicFile = path.resolve(options.publicKeyFile);
   if (secretFile === publicFile) throw new NarcacheError('the secret and public key files must differ');
+  for (const file of [secretFile, publicFile]) await refuseInsideStore(file, [DEFAULT_STORE_DIR]);
   const secret = generateSecretKey(options.name);
   const overwrite = options.force ?? false;
   if (!overwrite) {

@@ -58,6 +58,11 @@ export interface VerifyReport {
    * were never published.
    */
   orphans: string[];
+  /**
+   * Temporary files that writers left when they died (relative to the
+   * cache): garbage too, removed by the next build or sign.
+   */
+  leftovers: string[];
   seconds: number;
 }
 
@@ -150,6 +155,7 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
   report();
 
   const orphans = (await cache.narFiles()).filter((f) => !named.has(f));
+  const leftovers = await cache.leftovers();
   problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   return {
     ok: problems.length === 0,
@@ -161,6 +167,7 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
     narBytes,
     problems,
     orphans,
+    leftovers,
     seconds: (performance.now() - started) / 1000,
   };
 }

@@ -10,6 +10,18 @@ import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoState, typ
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
+/** A temporary name, `<prefix><pid>-…`, here and in the Rust core. */
+const TEMP_NAME = new RegExp(`^${TEMP_PREFIX.replace(/\./g, '\\.')}(\\d+)-`);
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it runs, as another user.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /**
  * The directories Nix may try to create when it opens a file:// cache;
@@ -42,6 +54,29 @@ export class DirectoryDestination implements Destination {
       await fs.mkdir(path.join(this.location, sub), { recursive: true }).catch(writeError);
     }
     if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(storeDir));
+    await this.removeLeftovers();
+  }
+
+  /**
+   * Temporary files in the cache and its `nar/` whose writer, the process
+   * whose PID their name holds, no longer runs. (A writer in another PID
+   * namespace sharing the directory would look dead: its write then fails,
+   * and the cache stays true.)
+   */
+  async leftovers(): Promise<string[]> {
+    const found: string[] = [];
+    for (const dir of ['', 'nar']) {
+      const names = await fs.readdir(path.join(this.location, dir)).catch(() => []);
+      for (const name of names) {
+        const pid = TEMP_NAME.exec(name)?.[1];
+        if (pid !== undefined && !isRunning(Number(pid))) found.push(path.posix.join(dir, name));
+      }
+    }
+    return found.sort();
+  }
+
+  protected async removeLeftovers(): Promise<void> {
+    for (const file of await this.leftovers()) await fs.rm(path.join(this.location, file), { force: true });
   }
 
   /**

@@ -5,6 +5,7 @@ import { verifyNarStream } from '../native';
 import type { Narinfo } from '../narinfo';
 import { TEMP_PREFIX } from './directory';
 import { S3Destination } from './s3';
+import { temporaryNarPrefix } from './s3-upload';
 import { isNotFound, request, s3Failure } from './s3-client';
 
 // Downloaded bytes go to the Rust core in pieces of about this size: few
@@ -59,6 +60,19 @@ export class S3Cache extends S3Destination implements Cache {
     }
     return names.sort();
   }
+
+  /** Temporary objects of a publish that was killed (or, if one runs now, of that one). */
+  async leftovers(): Promise<string[]> {
+    const names: string[] = [];
+    for await (const key of this.listKeys(temporaryNarPrefix(this.s3))) names.push(key.slice(this.s3.prefix.length));
+    return names.sort();
+  }
+
+  /**
+   * A bucket is never inside a store, and its leftovers are removed by the
+   * next publish, which alone knows that no other runs.
+   */
+  async openForUpdate(): Promise<void> {}
 
   private async checkObject(Key: string, url: string, compression: string, narSize: number) {
     const { Body } = await request(this.s3, `reading ${url}`, () => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key })));

@@ -20,11 +20,12 @@ export function verifyReporter(stream: NodeJS.WriteStream): {
   return { onProgress, done: live.clear };
 }
 
-/** One line per problem and per orphan NAR file, naming the store path where known. */
+/** One line per problem, orphan NAR file and leftover, naming the store path where known. */
 export function formatFindings(r: VerifyReport): string {
   return [
     ...r.problems.map((p) => `${p.storePath ?? p.file}: ${p.problem}\n`),
     ...r.orphans.map((f) => `${f}: orphan, no narinfo names it\n`),
+    ...r.leftovers.map((f) => `${f}: leftover of a writer that died, removed by the next build or sign\n`),
   ].join('');
 }
 
@@ -34,6 +35,7 @@ export function formatVerifySummary(r: VerifyReport): string {
     `narcache: checked ${plural(r.narinfos, 'narinfo')} and ${plural(r.narFiles, 'NAR file')} ` +
     `(${formatBytes(r.fileBytes)} → NAR ${formatBytes(r.narBytes)}) in ${r.seconds.toFixed(1)} s\n` +
     `narcache: ${r.ok ? 'the cache is sound' : `${plural(r.problems.length, 'problem')}${faulty ? ` in ${plural(faulty, 'narinfo')}` : ''}`}` +
-    `${r.orphans.length ? `; ${plural(r.orphans.length, 'orphan NAR file')}` : ''}\n`
+    `${r.orphans.length ? `; ${plural(r.orphans.length, 'orphan NAR file')}` : ''}` +
+    `${r.leftovers.length ? `; ${plural(r.leftovers.length, 'leftover temporary file')}` : ''}\n`
   );
 }
