@@ -149,7 +149,7 @@ program
   )
   .requiredOption(
     '-o, --output <cache>',
-    'the cache: a directory (created if missing), or s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R&profile=P ' +
+    'the cache: a directory (created if missing, not inside the store), or s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R&profile=P ' +
       '(an existing bucket; parameters as Nix spells them, all optional, buffer-size=BYTES for the upload part size)',
   )
   .addOption(
@@ -244,7 +244,8 @@ program
     'check that CACHE (a directory or s3:// URL) is sound: every narinfo parses, names a NAR file inside nar/ with the ' +
       'FileSize and FileHash it states, that decompresses to a well-formed NAR with its NarSize and NarHash, ' +
       'and has narinfos for all its references; with keys, one valid signature by a trusted key. Prints one ' +
-      'line per problem and lists NAR files no narinfo names (orphans, which are not problems); ' +
+      'line per problem and lists NAR files no narinfo names (orphans) and temporary files of writers that died ' +
+      '(leftovers), which are not problems; ' +
       'exits 0 only if there is no problem',
   )
   .argument('<cache>', 'the cache: a directory, or s3://BUCKET[/PREFIX]?… as for build -o')
