@@ -2,11 +2,16 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseNarinfoFile, readNarinfoText, type NarFile } from '../cache';
 import { NarcacheError, systemReason } from '../errors';
+import { limiter } from '../limit';
 import { refuseInsideStore } from '../store-path';
 import { verifyNar, type PackResult } from '../native';
 import { narUrl, type Narinfo } from '../narinfo';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
 import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoState, type NarinfoText } from './destination';
+
+// Temporary files written at once: a batch may hold thousands of narinfos,
+// and each holds a descriptor while it is written (ulimit -n may be 1024).
+const WRITES_AT_ONCE = 32;
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
@@ -185,7 +190,11 @@ export async function writeFilesAtomic(
   );
   let target: string | undefined;
   try {
-    await Promise.all(files.map((file, i) => writeNew(temps[i], file.text, options.mode)));
+    const write = limiter(WRITES_AT_ONCE);
+    // All settled before a failure is handled, so that none is created after the clean-up.
+    const written = await Promise.allSettled(files.map((file, i) => write(() => writeNew(temps[i], file.text, options.mode))));
+    const failed = written.find((w): w is PromiseRejectedResult => w.status === 'rejected');
+    if (failed) throw failed.reason;
     await makeDurable([...(options.alsoSync ?? []), ...temps]);
     for (const [i, file] of files.entries()) {
       target = file.target;
