@@ -446,3 +446,25 @@ test('bad arguments: one line, exit 1', async (t) => {
     t.is(r.stdout, '', args.join(' '));
   }
 });
+
+// Nix also writes lz4, lzip, … (through libarchive), which narcache does not read: such a
+// cache is neither sound nor broken, and says so with a status of its own.
+test('NAR files narcache does not read are reported as not checked, with exit status 2', async (t) => {
+  const cache = makeTempDir('narcache-verify-lz4-');
+  await nixCopyTo(cache, [fx.root], 'lz4');
+  let r = await verify(cache);
+  t.is(r.code, 2, r.stderr);
+  t.false(r.report.ok);
+  t.deepEqual(r.report.problems, []);
+  t.deepEqual(r.report.unchecked.map((u) => u.storePath).sort(), rootClosure);
+  t.true(r.report.unchecked.every((u) => u.compression === 'lz4'));
+  const text = await runCli(['verify', cache]);
+  t.is(text.code, 2);
+  t.is(text.stdout.split('\n').filter((l) => / not checked: narcache does not read lz4$/.test(l)).length, rootClosure.length);
+  t.regex(text.stderr, new RegExp(`no problem found, but ${rootClosure.length} NAR files not checked \\(lz4\\)\n$`));
+  // A problem still makes it 1.
+  await fsp.rm(await narOf(cache, APP));
+  r = await verify(cache);
+  t.is(r.code, 1);
+  t.deepEqual(r.report.problems.map((p) => p.storePath), [APP]);
+});

@@ -33,6 +33,13 @@ export interface NarCheck {
 }
 
 /**
+ * Whether verifyNar reads NAR files compressed as `compression` (a
+ * narinfo's `Compression:`): `read`; `unread` for one that Nix writes
+ * but narcache does not read (lz4, lzip, …); `unknown` for any other.
+ */
+export declare function narCompressionSupport(compression: string): 'read' | 'unread' | 'unknown'
+
+/**
  * The bytes of a nix32 string; throws on a character outside Nix's
  * alphabet or a length no byte string encodes to.
  */

@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.CancelToken = nativeBinding.CancelToken
 module.exports.compressionChunkSize = nativeBinding.compressionChunkSize
+module.exports.narCompressionSupport = nativeBinding.narCompressionSupport
 module.exports.nix32Decode = nativeBinding.nix32Decode
 module.exports.nix32Encode = nativeBinding.nix32Encode
 module.exports.pack = nativeBinding.pack

@@ -245,8 +245,8 @@ program
       'FileSize and FileHash it states, that decompresses to a well-formed NAR with its NarSize and NarHash, ' +
       'and has narinfos for all its references; with keys, one valid signature by a trusted key. Prints one ' +
       'line per problem and lists NAR files no narinfo names (orphans) and temporary files of writers that died ' +
-      '(leftovers), which are not problems; ' +
-      'exits 0 only if there is no problem',
+      '(leftovers), which are not problems, and NAR files whose compression narcache does not read (lz4, lzip, …); ' +
+      'exits 0 only if there is no problem, 1 if there is one, 2 if there is none but some NAR files were not checked',
   )
   .argument('<cache>', 'the cache: a directory, or s3://BUCKET[/PREFIX]?… as for build -o')
   .option('--trusted-public-key <key>', 'a public key (name:base64) whose signature is required (repeatable)', collect)
@@ -269,7 +269,8 @@ program
       await print(process.stdout, formatFindings(report));
       await print(process.stderr, formatVerifySummary(report));
     }
-    if (!report.ok) process.exitCode = 1;
+    // 1: a problem; 2: none, but NAR files narcache does not read were not checked.
+    if (!report.ok) process.exitCode = report.problems.length ? 1 : 2;
   });
 
 /**

@@ -21,6 +21,7 @@ export type CancelToken = Binding.CancelToken;
 export const {
   CancelToken,
   compressionChunkSize,
+  narCompressionSupport,
   nix32Decode,
   nix32Encode,
   pack,

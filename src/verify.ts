@@ -2,7 +2,7 @@ import * as os from 'node:os';
 import type { Cache, NarFile } from './cache';
 import { NarcacheError } from './errors';
 import { parseHash } from './hash';
-import { verifyProgress, type NarCheck } from './native';
+import { narCompressionSupport, verifyProgress, type NarCheck } from './native';
 import { narUrl, type Narinfo } from './narinfo';
 import { storeDirOf } from './publish/destination';
 import { withCache } from './publish/open';
@@ -40,8 +40,20 @@ export interface VerifyProblem {
   problem: string;
 }
 
+/** A NAR file compressed in a way Nix writes but narcache does not read: neither sound nor broken. */
+export interface UncheckedNar {
+  /** The narinfo that names it. */
+  file: string;
+  storePath: string;
+  url: string;
+  compression: string;
+}
+
 export interface VerifyReport {
-  /** Whether every narinfo and the NAR it names are sound. Orphans do not count against it. */
+  /**
+   * Whether every narinfo and the NAR it names were checked and are sound.
+   * Orphans and leftovers do not count against it.
+   */
   ok: boolean;
   cache: string;
   narinfos: number;
@@ -52,6 +64,8 @@ export interface VerifyReport {
   fileBytes: number;
   narBytes: number;
   problems: VerifyProblem[];
+  /** NAR files not checked, as narcache does not read their compression (lz4, lzip, …). */
+  unchecked: UncheckedNar[];
   /**
    * Files in `nar/` that no narinfo names (relative to the cache). They are
    * garbage, not damage: an interrupted build leaves NARs whose narinfos
@@ -138,7 +152,8 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
     return check;
   };
 
-  const context: CheckContext = { cache, storeDir, storePaths, trusted, checkNar };
+  const unchecked: UncheckedNar[] = [];
+  const context: CheckContext = { cache, storeDir, storePaths, trusted, checkNar, unchecked };
   let valid = 0;
   const timer = options.onProgress ? setInterval(report, PROGRESS_INTERVAL_MS) : undefined;
   try {
@@ -157,8 +172,9 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
   const orphans = (await cache.narFiles()).filter((f) => !named.has(f));
   const leftovers = await cache.leftovers();
   problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
+  unchecked.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   return {
-    ok: problems.length === 0,
+    ok: problems.length === 0 && unchecked.length === 0,
     cache: cache.location,
     narinfos: narinfoFiles.length,
     valid,
@@ -166,6 +182,7 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
     fileBytes,
     narBytes,
     problems,
+    unchecked,
     orphans,
     leftovers,
     seconds: (performance.now() - started) / 1000,
@@ -178,6 +195,7 @@ interface CheckContext {
   storePaths: Map<string, string | undefined>;
   trusted: PublicKey[];
   checkNar: (file: NarFile, compression: string, narSize: number) => Promise<NarOutcome>;
+  unchecked: UncheckedNar[];
 }
 
 /** Everything wrong with one narinfo and the NAR file it names. */
@@ -215,7 +233,7 @@ async function checkNarinfo(c: CheckContext, file: string): Promise<VerifyProble
 
   const url = narUrl(n.url);
   if (typeof url !== 'string') problems.push(`URL ${JSON.stringify(n.url)} ${url.outside}`);
-  else problems.push(...(await checkNarFile(c, n, url, { fileHash, narHash })));
+  else problems.push(...(await checkNarFile(c, file, n, url, { fileHash, narHash })));
   return problems.map((problem) => ({ file, storePath, problem }));
 }
 
@@ -264,6 +282,7 @@ function checkSignatures(n: Narinfo, hashReadable: boolean, trusted: PublicKey[]
  */
 async function checkNarFile(
   c: CheckContext,
+  file: string,
   n: Narinfo,
   url: string,
   stated: { fileHash?: Buffer; narHash?: Buffer },
@@ -274,6 +293,10 @@ async function checkNarFile(
   // Checked apart from the stream, which may not get to the end of a damaged file.
   if (n.fileSize !== undefined && found.size !== n.fileSize) {
     problems.push(`FileSize is ${n.fileSize} but ${url} has ${found.size} bytes`);
+  }
+  if (narCompressionSupport(n.compression) === 'unread') {
+    c.unchecked.push({ file, storePath: n.storePath, url, compression: n.compression });
+    return problems;
   }
   // No further than NarSize: a stream that would expand without end
   // costs no more than the NAR it claims to be.

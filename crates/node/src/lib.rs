@@ -14,7 +14,8 @@ use napi::bindgen_prelude::{Buffer, Object, ToNapiValue};
 use napi::{Env, Error, Result};
 use napi_derive::napi;
 use narcache_core::{
-    nix32, Compression, NarCompression, NarIdentity, PackOptions as CoreOptions, Packed, Progress,
+    nix32, Compression, CompressionError, NarCompression, NarIdentity, PackOptions as CoreOptions,
+    Packed, Progress,
 };
 
 pub mod stream;
@@ -153,6 +154,18 @@ fn pack_result(packed: &Packed, compression: Compression) -> PackResult {
 pub fn compression_chunk_size(compression: String) -> Result<i64> {
     let compression: Compression = compression.parse().map_err(reason)?;
     Ok(compression.chunk_size().unwrap_or(0) as i64)
+}
+
+/// Whether verifyNar reads NAR files compressed as `compression` (a
+/// narinfo's `Compression:`): `read`; `unread` for one that Nix writes
+/// but narcache does not read (lz4, lzip, …); `unknown` for any other.
+#[napi(ts_return_type = "'read' | 'unread' | 'unknown'")]
+pub fn nar_compression_support(compression: String) -> &'static str {
+    match compression.parse::<NarCompression>() {
+        Ok(_) => "read",
+        Err(CompressionError::Unsupported(..)) => "unread",
+        Err(_) => "unknown",
+    }
 }
 
 /// Totals of [`PackProgress`] since the process started.
