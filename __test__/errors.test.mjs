@@ -194,3 +194,16 @@ test('sign of a directory inside the store, and keygen into it, are refused with
   t.false((await fs.readdir(fx.root)).some((n) => n.startsWith('k') || n.startsWith('.tmp-narcache-')), 'nothing written');
   t.is((await runOk('nix-store', ['--verify-path', fx.root])).code, 0);
 });
+
+test('a nix-cache-info too large to be one is refused unread', async (t) => {
+  const dest = makeTempDir('narcache-info-large-');
+  const info = path.join(dest, 'nix-cache-info');
+  await fs.writeFile(info, 'StoreDir: /nix/store\n');
+  await fs.truncate(info, 2 ** 30); // sparse: a GiB that costs nothing to make
+  const r = await runCli(['build', singleFile, '-o', dest]);
+  checkError(t, r, 'large nix-cache-info');
+  t.is(r.stderr, `narcache: ${dest}/nix-cache-info is ${2 ** 30} bytes, too large to be one\n`);
+  t.deepEqual(await fs.readdir(dest), ['nix-cache-info']);
+  const v = await runCli(['verify', dest, '--json']);
+  t.deepEqual(JSON.parse(v.stdout).problems, [{ file: 'nix-cache-info', problem: 'missing or unreadable' }]);
+});

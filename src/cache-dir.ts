@@ -20,8 +20,9 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
     return names.filter((n) => n.endsWith('.narinfo') && !n.startsWith(TEMP_PREFIX)).sort();
   }
 
-  readCacheInfo(): Promise<string | undefined> {
-    return fs.readFile(path.join(this.location, 'nix-cache-info'), 'utf8').catch(() => undefined);
+  /** As Cache says: undefined too if it cannot be read (or is too large to be one). */
+  override readCacheInfo(): Promise<string | undefined> {
+    return super.readCacheInfo().catch(() => undefined);
   }
 
   async openForUpdate(storeDir: string): Promise<void> {

@@ -47,6 +47,15 @@ export interface NarinfoText {
   text: string;
 }
 
+// nix-cache-info holds a few short lines; a larger one is refused unread,
+// as a hostile cache's would be.
+const MAX_CACHE_INFO_BYTES = 64 << 10;
+
+/** Refuses a `nix-cache-info` of `size` bytes before it is read, if it is too large to be one. */
+export function checkCacheInfoSize(location: string, size: number): void {
+  if (size > MAX_CACHE_INFO_BYTES) throw new NarcacheError(`${location}/nix-cache-info is ${size} bytes, too large to be one`);
+}
+
 /** The `nix-cache-info` of a new cache, as Nix writes it. */
 export function cacheInfoText(storeDir: string): string {
   return `StoreDir: ${storeDir}\n`;

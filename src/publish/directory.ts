@@ -7,7 +7,7 @@ import { refuseInsideStore } from '../store-path';
 import { verifyNar, type PackResult } from '../native';
 import { narUrl, type Narinfo } from '../narinfo';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoState, type NarinfoText } from './destination';
+import { cacheInfoText, checkCacheInfo, checkCacheInfoSize, type Destination, type NarinfoState, type NarinfoText } from './destination';
 
 // Temporary files written at once: a batch may hold thousands of narinfos,
 // and each holds a descriptor while it is written (ulimit -n may be 1024).
@@ -48,12 +48,7 @@ export class DirectoryDestination implements Destination {
     await refuseInsideStore(this.location, [storeDir, storeRoot]);
     // Checked before anything is created: a cache of another store is left as it is.
     const infoPath = path.join(this.location, 'nix-cache-info');
-    const existing = await fs.readFile(infoPath, 'utf8').catch((e: NodeJS.ErrnoException) => {
-      // A missing cache, or a file in its place, which mkdir reports.
-      if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return undefined;
-      if (e.code === 'EISDIR') throw new NarcacheError(`${infoPath} is a directory, not a file`);
-      throw writeError(e);
-    });
+    const existing = await this.readCacheInfo();
     if (existing !== undefined) checkCacheInfo(this.location, existing, storeDir);
     for (const sub of ['', ...LAYOUT_DIRS]) {
       await fs.mkdir(path.join(this.location, sub), { recursive: true }).catch(writeError);
@@ -100,6 +95,28 @@ export class DirectoryDestination implements Destination {
     if (n.storePath !== storePath || typeof url !== 'string') return 'broken';
     const file = await this.narFile(url);
     return 'problem' in file || file.size !== n.fileSize ? 'broken' : 'present';
+  }
+
+  /** The text of `nix-cache-info`, or undefined if there is none. */
+  async readCacheInfo(): Promise<string | undefined> {
+    const file = path.join(this.location, 'nix-cache-info');
+    let handle;
+    try {
+      handle = await fs.open(file, 'r');
+    } catch (e) {
+      // A missing cache, or a file in its place, which mkdir reports.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw writeError(e as NodeJS.ErrnoException);
+    }
+    try {
+      const stat = await handle.stat();
+      if (stat.isDirectory()) throw new NarcacheError(`${file} is a directory, not a file`);
+      checkCacheInfoSize(this.location, stat.size);
+      return await handle.readFile('utf8');
+    } finally {
+      await handle.close();
+    }
   }
 
   /** Reads and parses a narinfo; the error says what is wrong, without the file name. */

@@ -35,10 +35,6 @@ export class S3Cache extends S3Destination implements Cache {
     }
   }
 
-  readCacheInfo(): Promise<string | undefined> {
-    return this.readText('nix-cache-info');
-  }
-
   /** The object under the URL; it is streamed from the service through the Rust core. */
   async narFile(url: string): Promise<NarFile | { problem: string }> {
     const Key = this.key(url);

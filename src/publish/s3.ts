@@ -8,10 +8,12 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import type { Readable } from 'node:stream';
+import { NarcacheError } from '../errors';
 import { limiter } from '../limit';
 import type { PackResult } from '../native';
 import type { PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoState, type NarinfoText } from './destination';
+import { cacheInfoText, checkCacheInfo, checkCacheInfoSize, type Destination, type NarinfoState, type NarinfoText } from './destination';
 import { isNotFound, request, s3Client, s3Failure } from './s3-client';
 import { describeS3Location, type S3Location } from './s3-location';
 import { temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
@@ -65,7 +67,7 @@ export class S3Destination implements Destination {
    * fail, leaving the cache true). A bucket is never inside a store.
    */
   async open(storeDir: string): Promise<void> {
-    const existing = await this.readText('nix-cache-info');
+    const existing = await this.readCacheInfo();
     if (existing === undefined) await this.put('nix-cache-info', cacheInfoText(storeDir), CACHE_INFO_CONTENT_TYPE);
     else checkCacheInfo(this.location, existing, storeDir);
     await this.cleanUp();
@@ -102,14 +104,25 @@ export class S3Destination implements Destination {
     this.client.destroy();
   }
 
-  /** The text of a small object of the cache, or undefined if there is none. */
-  protected async readText(name: string): Promise<string | undefined> {
+  /** The text of `nix-cache-info`, or undefined if there is none. */
+  async readCacheInfo(): Promise<string | undefined> {
+    let object;
     try {
-      const { Body } = await this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name) }));
-      return await Body!.transformToString('utf8');
+      object = await this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key('nix-cache-info') }));
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw s3Failure(this.s3, `reading ${name}`, e);
+      throw s3Failure(this.s3, 'reading nix-cache-info', e);
+    }
+    const { Body, ContentLength } = object;
+    try {
+      checkCacheInfoSize(this.location, ContentLength ?? 0);
+      return await Body!.transformToString('utf8');
+    } catch (e) {
+      if (e instanceof NarcacheError) throw e;
+      throw s3Failure(this.s3, 'reading nix-cache-info', e);
+    } finally {
+      // A body refused unread holds its connection until it is let go.
+      (Body as Readable).destroy();
     }
   }
 
