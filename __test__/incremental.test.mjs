@@ -1,6 +1,6 @@
 // Incremental builds: a second run into the same cache writes nothing and touches no
 // file; a new root that overlaps the first closure adds exactly the missing narinfos;
-// a deleted narinfo is written again, identical. The grown cache still works with Nix.
+// a deleted or broken narinfo is written again, identical. The grown cache still works with Nix.
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -13,6 +13,7 @@ import {
   closure,
   makeTempDir,
   nixCopyTo,
+  runCli,
   substitute,
 } from './helpers/nix.mjs';
 
@@ -118,4 +119,35 @@ test.serial('a deleted narinfo is written again, identical; nothing else changes
   const theirs = makeTempDir('narcache-incr3-nix-');
   await nixCopyTo(theirs, [fx.root], 'none');
   t.deepEqual(Object.fromEntries(await readNarinfos(dest)), Object.fromEntries(await readNarinfos(theirs)));
+});
+
+// nix copy trusts any narinfo it finds; narcache, writing a directory, checks at no cost
+// that one parses, is for its path and names a NAR file of its FileSize, and writes a
+// broken one anew.
+test('a re-run replaces broken entries: an empty narinfo, a missing NAR file, a short one, another path', async (t) => {
+  const dest = makeTempDir('narcache-incr-broken-');
+  await cliBuild([fx.root], dest);
+  // dup-a and dup-b have one NAR file between them: damage to it would break both.
+  const [empty, missing, short, other] = c1.filter((p) => p !== fx.root && !/-dup-/.test(p)).slice(0, 4);
+  const narinfo = (p) => path.join(dest, `${hashPart(p)}.narinfo`);
+  const narOf = async (p) => path.join(dest, narinfoFields(await fs.readFile(narinfo(p), 'utf8')).URL);
+  const before = await readNarinfos(dest);
+  await fs.writeFile(narinfo(empty), '');
+  await fs.rm(await narOf(missing));
+  await fs.truncate(await narOf(short), 1);
+  await fs.copyFile(narinfo(fx.root), narinfo(other));
+
+  const again = await cliBuild([fx.root], dest);
+  t.is(again.summary.written, 4);
+  t.is(again.summary.replaced, 4);
+  t.is(again.summary.skipped, c1.length - 4);
+  t.deepEqual(await readNarinfos(dest), before, 'every narinfo as it was first written');
+  const text = await runCli(['build', fx.root, '-o', dest]);
+  t.regex(text.stderr, /^narcache: 0 paths written, \d+ already present, into /m);
+  await fs.writeFile(narinfo(empty), '');
+  const one = await runCli(['build', fx.root, '-o', dest]);
+  t.regex(one.stderr, /^narcache: 1 path written \(1 replacing a broken entry\), \d+ already present, into /m);
+  const s = await substitute(dest, [fx.root]);
+  t.is(s.copy.code, 0, s.copy.stderr);
+  t.is(s.verify.code, 0, s.verify.stderr);
 });

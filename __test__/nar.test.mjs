@@ -3,6 +3,7 @@
 // `nix-store --dump`, and its narHash/narSize must equal what Nix registered.
 import test from 'ava';
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 
 import lib from '../dist/index.js';
@@ -76,4 +77,11 @@ test('nix32Encode / nix32Decode agree with nix-hash --to-base32', async (t) => {
     t.is(lib.nix32Encode(Buffer.from(lib.nix32Decode(hp))), hp);
     t.true(Buffer.from(lib.nix32Decode(hp)).equals(nix32Decode(hp)));
   }
+});
+
+test('packPath refuses a destination inside the store, writing nothing there', async (t) => {
+  const [p] = await closure([fx.root]);
+  const error = await t.throwsAsync(packPath(p, path.join(fx.root, 'cache'), { compression: 'none' }));
+  t.regex(error.message, /inside the Nix store \/nix\/store/);
+  t.false(fs.existsSync(path.join(fx.root, 'cache')));
 });

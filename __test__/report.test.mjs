@@ -24,7 +24,7 @@ test('a build summary says 1 path, 2 paths', (t) => {
 });
 
 test('a verification summary counts narinfos, NAR files and problems in the right number', (t) => {
-  const report = { narinfos: 1, valid: 0, narFiles: 2, fileBytes: 10, narBytes: 20, seconds: 1, ok: false, problems: [{}], orphans: [] };
+  const report = { narinfos: 1, valid: 0, narFiles: 2, fileBytes: 10, narBytes: 20, seconds: 1, ok: false, problems: [{}], unchecked: [], orphans: [], leftovers: [] };
   t.is(
     verify.formatVerifySummary(report),
     'narcache: checked 1 narinfo and 2 NAR files (10 B → NAR 20 B) in 1.0 s\nnarcache: 1 problem in 1 narinfo\n',
@@ -32,5 +32,16 @@ test('a verification summary counts narinfos, NAR files and problems in the righ
   t.regex(
     verify.formatVerifySummary({ ...report, listings: 1, debugInfoLinks: 3 }),
     /^narcache: checked 1 narinfo, 2 NAR files, 1 listing and 3 debug-info links \(/,
+  );
+  t.is(
+    verify.formatVerifySummary({ ...report, ok: true, problems: [], valid: 1, orphans: ['nar/a'], leftovers: ['nar/.tmp-narcache-1-2-3'] }),
+    'narcache: checked 1 narinfo and 2 NAR files (10 B → NAR 20 B) in 1.0 s\n' +
+      'narcache: the cache is sound; 1 orphan NAR file; 1 leftover temporary file\n',
+  );
+  const unchecked = [{ compression: 'lz4' }, { compression: 'lz4' }];
+  t.regex(verify.formatVerifySummary({ ...report, unchecked }), /\nnarcache: 1 problem in 1 narinfo; 2 NAR files not checked \(lz4\)\n$/);
+  t.regex(
+    verify.formatVerifySummary({ ...report, problems: [], valid: 1, unchecked }),
+    /\nnarcache: no problem found, but 2 NAR files not checked \(lz4\)\n$/,
   );
 });

@@ -1,5 +1,5 @@
 // verifyNar, the Rust half of `narcache verify`: for every NAR file of caches written by
-// narcache and by real `nix copy` (xz, zstd, none) it gives exactly the narinfo's
+// narcache and by real `nix copy` (xz, zstd, none; bzip2, br, gzip) it gives exactly the narinfo's
 // FileHash/FileSize/NarHash/NarSize, which also match Nix's database and an independent
 // hash of the file. Broken files are refused with one line that says what is wrong, and on
 // mutated NARs it agrees with `nix-store --restore` about what is a NAR at all.
@@ -64,8 +64,8 @@ async function scratchCopy(t, cache, name) {
 }
 
 /** verifyNar must reject; returns the message after checking it is one line. */
-async function rejection(t, file, compression) {
-  const error = await t.throwsAsync(verifyNar(file, compression));
+async function rejection(t, file, compression, narSize) {
+  const error = await t.throwsAsync(verifyNar(file, compression, narSize));
   t.false(error.message.includes('\n'), `one line: ${JSON.stringify(error.message)}`);
   return error.message;
 }
@@ -206,14 +206,33 @@ test('valid xz and zstd streams of what is not a NAR are refused as NARs', async
   }
 });
 
-test('bzip2, unknown compressions and missing files are refused cleanly', async (t) => {
-  const dir = makeTempDir('narcache-verify-native-bzip2-');
-  await nixCopyTo(dir, [paths.find((p) => p.endsWith('-single-file'))], 'bzip2');
+for (const compression of ['bzip2', 'br', 'gzip']) {
+  test(`every NAR file of a nix copy ${compression} cache gives its narinfo's hashes and sizes`, async (t) => {
+    const dir = makeTempDir(`narcache-verify-native-${compression}-`);
+    await nixCopyTo(dir, [fx.root], compression);
+    const list = [...(await readNarinfos(dir)).values()].map(narinfoFields);
+    t.is(list.length, paths.length);
+    for (const f of list) {
+      t.is(f.Compression, compression);
+      const check = await verifyNar(path.join(dir, f.URL), f.Compression, Number(f.NarSize));
+      t.deepEqual(
+        check,
+        { fileHash: f.FileHash, fileSize: Number(f.FileSize), narHash: f.NarHash, narSize: Number(f.NarSize) },
+        f.StorePath,
+      );
+      t.is(check.narHash, db.get(f.StorePath).narHash, `${f.StorePath}: Nix's database`);
+    }
+  });
+}
+
+test('compressions narcache does not read, unknown ones and missing files are refused cleanly', async (t) => {
+  const dir = makeTempDir('narcache-verify-native-lz4-');
+  await nixCopyTo(dir, [paths.find((p) => p.endsWith('-single-file'))], 'lz4');
   const [f] = [...(await readNarinfos(dir)).values()].map(narinfoFields);
-  t.is(f.Compression, 'bzip2');
+  t.is(f.Compression, 'lz4');
   t.is(
     await rejection(t, path.join(dir, f.URL), f.Compression),
-    'unsupported compression "bzip2" (narcache handles zstd, xz and none)',
+    'unsupported compression "lz4" (narcache reads zstd, xz, bzip2, br, gzip and none)',
   );
   t.is(
     await rejection(t, path.join(dir, f.URL), 'lz5'),
@@ -223,6 +242,62 @@ test('bzip2, unknown compressions and missing files are refused cleanly', async 
     await rejection(t, path.join(dir, 'nar', 'missing.nar.xz'), 'xz'),
     'cannot read the file: No such file or directory (os error 2)',
   );
+});
+
+/** The start of a NAR of one regular file of `size` bytes, up to its contents. */
+function narHeaderOfFile(size) {
+  const str = (s) => {
+    const b = Buffer.from(s);
+    const padded = Buffer.alloc(8 + Math.ceil(b.length / 8) * 8);
+    padded.writeBigUInt64LE(BigInt(b.length));
+    b.copy(padded, 8);
+    return padded;
+  };
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(size));
+  return Buffer.concat([...['nix-archive-1', '(', 'type', 'regular', 'contents'].map(str), length]);
+}
+
+// A hostile cache must not cost time in proportion to what it claims not to
+// be: the stream stops at the first byte past NarSize. What was read proves
+// it, not a clock: verifyProgress counts the bytes (of this process: the test runs alone).
+test.serial('a zstd bomb and a sparse NAR are refused as soon as they pass their NarSize', async (t) => {
+  const dir = tempDir(t, 'narcache-verify-native-bomb-');
+  // 30 GiB of zeros behind a valid NAR header: one 64 MiB frame, 480 times (zstd reads concatenated frames).
+  const frame = await compressWithCli('zstd', Buffer.alloc(64 << 20));
+  const bomb = path.join(dir, 'bomb.nar.zst');
+  await fsp.writeFile(bomb, Buffer.concat([await compressWithCli('zstd', narHeaderOfFile(30 * 2 ** 30)), ...Array(480).fill(frame)]));
+  const bombSize = (await fsp.stat(bomb)).size;
+  let before = verifyProgress();
+  t.is(await rejection(t, bomb, 'zstd', 100), 'the NAR is longer than its NarSize of 100 bytes');
+  let after = verifyProgress();
+  t.true(after.fileBytes - before.fileBytes < bombSize / 4, `read ${after.fileBytes - before.fileBytes} of ${bombSize} bytes`);
+  t.true(after.narBytes - before.narBytes <= 100);
+
+  // 50 GiB, sparse, uncompressed.
+  const sparse = path.join(dir, 'sparse.nar');
+  await fsp.writeFile(sparse, narHeaderOfFile(50 * 2 ** 30));
+  await fsp.truncate(sparse, 50 * 2 ** 30 + 288);
+  before = verifyProgress();
+  t.is(await rejection(t, sparse, 'none', 288), 'the NAR is longer than its NarSize of 288 bytes');
+  after = verifyProgress();
+  t.true(after.narBytes - before.narBytes <= 288, `read ${after.narBytes - before.narBytes} NAR bytes`);
+
+  // Through the command line: one problem, the cache's own words.
+  const cache = path.join(dir, 'cache');
+  await fsp.mkdir(path.join(cache, 'nar'), { recursive: true });
+  await fsp.writeFile(path.join(cache, 'nix-cache-info'), 'StoreDir: /nix/store\n');
+  await fsp.rename(bomb, path.join(cache, 'nar', 'bomb.nar.zst'));
+  const storePath = `/nix/store/${'0'.repeat(32)}-bomb`;
+  const { nix32 } = await hashFile(path.join(cache, 'nar', 'bomb.nar.zst'));
+  await fsp.writeFile(
+    path.join(cache, `${'0'.repeat(32)}.narinfo`),
+    `StorePath: ${storePath}\nURL: nar/bomb.nar.zst\nCompression: zstd\nFileHash: sha256:${nix32}\nFileSize: ${bombSize}\n` +
+      `NarHash: sha256:${nix32}\nNarSize: 100\nReferences: \n`,
+  );
+  const r = await run(process.execPath, [path.join(REPO, 'dist', 'cli.js'), 'verify', cache]);
+  t.is(r.code, 1, r.stderr);
+  t.is(r.stdout, `${storePath}: NAR file nar/bomb.nar.zst: the NAR is longer than its NarSize of 100 bytes\n`);
 });
 
 test('on every one-bit mutation of a NAR, verifyNar and nix-store --restore agree', async (t) => {

@@ -379,12 +379,14 @@ test('orphan NAR files are listed but do not fail; files being written are ignor
   const cache = await copyOf('nix-xz');
   const some = await narOf(cache, APP);
   await fsp.copyFile(some, path.join(cache, 'nar', 'orphan.nar.xz'));
-  await fsp.copyFile(some, path.join(cache, 'nar', '.tmp-narcache-123-abc-x.nar.xz'));
-  await fsp.writeFile(path.join(cache, `.tmp-narcache-123-abc-${'2'.repeat(32)}.narinfo`), 'half a narinf');
+  // Being written by a process that runs (this one): neither orphans nor leftovers.
+  await fsp.copyFile(some, path.join(cache, 'nar', `.tmp-narcache-${process.pid}-abc-x.nar.xz`));
+  await fsp.writeFile(path.join(cache, `.tmp-narcache-${process.pid}-abc-${'2'.repeat(32)}.narinfo`), 'half a narinf');
   const r = await verify(cache);
   t.is(r.code, 0, r.stderr);
   t.true(r.report.ok);
   t.deepEqual(r.report.orphans, ['nar/orphan.nar.xz']);
+  t.deepEqual(r.report.leftovers, []);
   t.deepEqual(r.report.problems, []);
   const text = await runCli(['verify', cache]);
   t.is(text.code, 0);
@@ -443,4 +445,26 @@ test('bad arguments: one line, exit 1', async (t) => {
     t.regex(r.stderr, /^narcache: \S[^\n]*\n/, args.join(' '));
     t.is(r.stdout, '', args.join(' '));
   }
+});
+
+// Nix also writes lz4, lzip, … (through libarchive), which narcache does not read: such a
+// cache is neither sound nor broken, and says so with a status of its own.
+test('NAR files narcache does not read are reported as not checked, with exit status 2', async (t) => {
+  const cache = makeTempDir('narcache-verify-lz4-');
+  await nixCopyTo(cache, [fx.root], 'lz4');
+  let r = await verify(cache);
+  t.is(r.code, 2, r.stderr);
+  t.false(r.report.ok);
+  t.deepEqual(r.report.problems, []);
+  t.deepEqual(r.report.unchecked.map((u) => u.storePath).sort(), rootClosure);
+  t.true(r.report.unchecked.every((u) => u.compression === 'lz4'));
+  const text = await runCli(['verify', cache]);
+  t.is(text.code, 2);
+  t.is(text.stdout.split('\n').filter((l) => / not checked: narcache does not read lz4$/.test(l)).length, rootClosure.length);
+  t.regex(text.stderr, new RegExp(`no problem found, but ${rootClosure.length} NAR files not checked \\(lz4\\)\n$`));
+  // A problem still makes it 1.
+  await fsp.rm(await narOf(cache, APP));
+  r = await verify(cache);
+  t.is(r.code, 1);
+  t.deepEqual(r.report.problems.map((p) => p.storePath), [APP]);
 });

@@ -54,6 +54,13 @@ export interface NarCheck {
   debugInfo?: Array<string>
 }
 
+/**
+ * Whether verifyNar reads NAR files compressed as `compression` (a
+ * narinfo's `Compression:`): `read`; `unread` for one that Nix writes
+ * but narcache does not read (lz4, lzip, …); `unknown` for any other.
+ */
+export declare function narCompressionSupport(compression: string): 'read' | 'unread' | 'unknown'
+
 export interface NewFile {
   target: string
   contents: Buffer
@@ -207,16 +214,18 @@ export interface StoreDbPath {
 export declare function syncFiles(paths: Array<string>): Promise<void>
 
 /**
- * Reads the NAR file `file`, compressed as `compression` (`xz`, `zstd` or
- * `none`, as a narinfo's `Compression:` says), once, with bounded memory:
- * resolves to its hash and size and those of the NAR it decompresses to,
- * once that NAR is known to be well formed. Rejects with a one-line message
- * that does not name the file, e.g. `not a valid xz stream (lzma data
- * error)`, `NAR ends early at byte 1234 (expected "entry" or ")")`,
- * `unsupported compression "bzip2" (narcache handles zstd, xz and none)`.
- * With `index`, the NAR's listing and debug-info files come with the result.
+ * Reads the NAR file `file`, compressed as `compression` (as a narinfo's
+ * `Compression:` says: `xz`, `zstd`, `bzip2`, `br`, `gzip` or `none`),
+ * once, with bounded memory, and, given `narSize` (its narinfo's NarSize),
+ * no further than that many bytes of NAR: resolves to its hash and size and
+ * those of the NAR it decompresses to, once that NAR is known to be well
+ * formed. Rejects with a one-line message that does not name the file,
+ * e.g. `not a valid xz stream (lzma data error)`, `NAR ends early at byte
+ * 1234 (expected "entry" or ")")`, `the NAR is longer than its NarSize of
+ * 100 bytes`, `unsupported compression "lz4" (…)`. With `index`, the NAR's
+ * listing and debug-info files come with the result.
  */
-export declare function verifyNar(file: string, compression: string, index?: IndexOptions | undefined | null): Promise<NarCheck>
+export declare function verifyNar(file: string, compression: string, narSize?: number | undefined | null, index?: IndexOptions | undefined | null): Promise<NarCheck>
 
 /**
  * Like `verifyNar`, but reads the NAR file from `read`, which resolves to
@@ -224,7 +233,7 @@ export declare function verifyNar(file: string, compression: string, index?: Ind
  * this Promise with `cannot read the file: <its message>`. `index` as for
  * `verifyNar`.
  */
-export declare function verifyNarStream(compression: string, read: () => Promise<Buffer | null>, index?: IndexOptions | undefined | null): Promise<NarCheck>
+export declare function verifyNarStream(compression: string, read: () => Promise<Buffer | null>, narSize?: number | undefined | null, index?: IndexOptions | undefined | null): Promise<NarCheck>
 
 /** Totals of [`VerifyProgress`] since the process started. */
 export declare function verifyProgress(): VerifyProgress

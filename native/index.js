@@ -839,6 +839,7 @@ module.exports.CancelToken = nativeBinding.CancelToken
 module.exports.compressBytes = nativeBinding.compressBytes
 module.exports.compressionChunkSize = nativeBinding.compressionChunkSize
 module.exports.decompressBytes = nativeBinding.decompressBytes
+module.exports.narCompressionSupport = nativeBinding.narCompressionSupport
 module.exports.nix32Decode = nativeBinding.nix32Decode
 module.exports.nix32Encode = nativeBinding.nix32Encode
 module.exports.pack = nativeBinding.pack

@@ -75,6 +75,8 @@ export interface BuildSummary {
   /** Paths in the closure. */
   paths: number;
   written: number;
+  /** Of those written, paths whose narinfo was there but broken (unreadable, or its NAR file missing or short). */
+  replaced: number;
   skipped: number;
   narBytes: number;
   fileBytes: number;
@@ -119,8 +121,8 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   const { priority } = options;
   if (priority !== undefined && !Number.isInteger(priority)) throw new NarcacheError(`--priority must be an integer, not ${priority}`);
 
-  await dest.open({ storeDir: closure.storeDir, priority, wantMassQuery: options.wantMassQuery });
-  const { todo, present } = await plan(closure, dest);
+  await dest.open({ storeDir: closure.storeDir, priority, wantMassQuery: options.wantMassQuery }, storeRoot);
+  const { todo, present, broken } = await plan(closure, dest);
 
   type Waiting = { info: PathInfo; text: string; fileSize: number; companions: CompanionFile[] };
   const order = new PublishOrder<Waiting>(todo);
@@ -226,6 +228,7 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   return {
     paths: closure.paths.length,
     written: progress.pathsDone,
+    replaced: broken.size,
     skipped: present.size,
     narBytes: progress.narBytesTotal,
     fileBytes,

@@ -1,6 +1,37 @@
+import { NarcacheError } from './errors';
+import { limiter } from './limit';
 import type { IndexOptions, NarCheck } from './native';
-import type { Narinfo } from './narinfo';
+import { parseNarinfo, type Narinfo } from './narinfo';
 import type { Destination } from './publish/destination';
+
+// Nix sets no bound: a narinfo grows with its references (a store path of
+// 20,000 has one of 1.4 MB; closureInfo's output or a system profile get
+// there). This one is 64 times that, a million references of usual
+// length; a larger file is refused unread, as a hostile cache's would be.
+export const MAX_NARINFO_BYTES = 64 << 20;
+// Narinfos larger than this are read one at a time, so that reading many
+// at once stays within a few tens of MiB.
+const LARGE_NARINFO_BYTES = 1 << 20;
+const oneLargeAtATime = limiter(1);
+
+/**
+ * Reads the text of a narinfo of `size` bytes with `read`, unless it is
+ * too large to be one; the error says what is wrong, without the file name.
+ */
+export function readNarinfoText(size: number, read: () => Promise<string>): Promise<string> {
+  if (size > MAX_NARINFO_BYTES) throw new NarcacheError(`is ${size} bytes, too large for a narinfo`);
+  return size > LARGE_NARINFO_BYTES ? oneLargeAtATime(read) : read();
+}
+
+/** Parses the text of the narinfo `file`; the error says what is wrong, without the file name. */
+export function parseNarinfoFile(text: string, file: string): Narinfo {
+  try {
+    return parseNarinfo(text, file);
+  } catch (e) {
+    // parseNarinfo names its origin: strip it, the caller names the file.
+    throw new NarcacheError(`does not parse: ${(e as Error).message.replace(`${file}: `, '')}`);
+  }
+}
 
 /** A NAR file of a cache, found where a narinfo's URL says. */
 export interface NarFile {
@@ -8,10 +39,11 @@ export interface NarFile {
   id: string;
   size: number;
   /**
-   * Streams the file once through the Rust core; rejects with a one-line
-   * reason that does not name the file.
+   * Streams the file once through the Rust core, no further than
+   * `narSize` bytes of NAR; rejects with a one-line reason that does not
+   * name the file.
    */
-  check(compression: string, index?: IndexOptions): Promise<NarCheck>;
+  check(compression: string, narSize: number, index?: IndexOptions): Promise<NarCheck>;
 }
 
 /**
@@ -44,4 +76,14 @@ export interface Cache extends Destination {
    * unreadable or larger than `maxBytes`.
    */
   readFile(name: string, maxBytes: number): Promise<Buffer>;
+  /**
+   * Temporary files that writers left when they died (relative to the
+   * cache): garbage, not damage.
+   */
+  leftovers(): Promise<string[]>;
+  /**
+   * Readies the cache for its narinfos to be rewritten in place (sign):
+   * refuses a cache inside the store `storeDir`, removes leftovers.
+   */
+  openForUpdate(storeDir: string): Promise<void>;
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import * as fs from 'node:fs';
 import { buildCache } from './build';
+import { systemReason } from './errors';
 import type { Compression } from './pack';
 import { formatSummary, progressReporter } from './report/progress';
 import { formatFindings, formatVerifySummary, verifyReporter } from './report/verify';
@@ -72,12 +74,71 @@ function storeDirectory(value: string): string {
   return value.replace(/(.)\/+$/, '$1');
 }
 
+const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
+// What a shell reports for a process killed by SIGPIPE (128 + 13), as `ls`
+// is in `ls | head`; Node ignores SIGPIPE, so narcache exits so itself.
+const CLOSED_PIPE_EXIT_CODE = 141;
+
+/** Stops the work in progress (build, sign) on a signal or a failed write. */
+const stop = new AbortController();
+/** The exit status a signal or a failed write imposes, whatever the command's outcome. */
+let imposedExitCode: number | undefined;
+
+function impose(code: number): void {
+  imposedExitCode = code;
+  process.exitCode = code;
+}
+
+let outputFailed = false;
+
+/**
+ * A reader that goes away (`narcache verify C | head`) ends the command
+ * quietly, as it ends `ls`; any other failed write (a full disk) is one
+ * line on stderr, status 1. Either way the work in progress stops as on
+ * SIGINT, leaving no temporary file, and nothing more is printed.
+ */
+function outputFailure(stream: NodeJS.WriteStream, e: NodeJS.ErrnoException): void {
+  if (outputFailed) return;
+  outputFailed = true;
+  if (e.code !== 'EPIPE' && stream === process.stdout) {
+    try {
+      fs.writeSync(2, `narcache: cannot write to standard output: ${systemReason(e)}\n`);
+    } catch {
+      // stderr fails too: the status says it.
+    }
+  }
+  // Node's standard streams stay open after an error and would fail again
+  // on each write: writing is over.
+  for (const s of [process.stdout, process.stderr]) s.write = () => true;
+  impose(e.code === 'EPIPE' ? CLOSED_PIPE_EXIT_CODE : 1);
+  stop.abort();
+}
+
+for (const stream of [process.stdout, process.stderr]) stream.on('error', (e) => outputFailure(stream, e));
+
+/**
+ * Writes what a command prints and resolves once it is written, so that a
+ * failed write is known before anything else is printed.
+ */
+function print(stream: NodeJS.WriteStream, text: string): Promise<void> {
+  if (outputFailed) return Promise.resolve();
+  return new Promise((resolve) =>
+    stream.write(text, (e) => {
+      if (e) outputFailure(stream, e);
+      resolve();
+    }),
+  );
+}
+
 const program = new Command('narcache')
   .description('Turn the closure of Nix store paths into a flat-file Nix binary cache.')
   .version(version, '-V, --version', 'print the version')
   .helpOption('-h, --help', 'show help')
   .configureOutput({ outputError: (message, write) => write(`narcache: ${message.replace(/^error: /, '')}`) })
-  .showHelpAfterError('(run with --help for usage)');
+  .showHelpAfterError('(run with --help for usage)')
+  // Help and usage errors end through the same path as a command, so that
+  // a failed write of the help still sets the status.
+  .exitOverride();
 
 program
   .command('build')
@@ -92,7 +153,7 @@ program
   )
   .requiredOption(
     '-o, --output <cache>',
-    'the cache: a directory (created if missing), or s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R&profile=P ' +
+    'the cache: a directory (created if missing, not inside the store), or s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R&profile=P ' +
       '(an existing bucket; parameters as Nix spells them, all optional, buffer-size=BYTES for the upload part size, ' +
       'narinfo-compression and ls-compression=xz|zstd|br to store those compressed with Content-Encoding, storage-class=CLASS)',
   )
@@ -134,7 +195,7 @@ program
   .action(async (paths: string[], opts: BuildFlags) => {
     const signKeys = await Promise.all((opts.signKeyFile ?? []).map(readSecretKeyFile));
     const reporter = progressReporter(process.stderr);
-    const stop = stopOnSignals();
+    stopOnSignals();
     try {
       const summary = await buildCache({
         paths,
@@ -154,8 +215,8 @@ program
         wantMassQuery: opts.wantMassQuery,
       });
       reporter.done();
-      if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
-      else process.stderr.write(formatSummary(summary, opts.output));
+      if (opts.json) await print(process.stdout, JSON.stringify(summary) + '\n');
+      else await print(process.stderr, formatSummary(summary, opts.output));
     } finally {
       reporter.done();
     }
@@ -173,7 +234,7 @@ program
   .option('--force', 'replace key files that exist')
   .action(async (name: string, opts: { secretKeyFile: string; publicKeyFile: string; force?: boolean }) => {
     const publicKey = await keygen({ name, ...opts });
-    process.stdout.write(formatPublicKey(publicKey) + '\n');
+    await print(process.stdout, formatPublicKey(publicKey) + '\n');
   });
 
 program
@@ -187,9 +248,10 @@ program
   .option('--json', 'print a JSON summary on stdout instead of the text summary')
   .action(async (cache: string, opts: { signKeyFile: string[]; json?: boolean }) => {
     const keys = await Promise.all(opts.signKeyFile.map(readSecretKeyFile));
-    const summary = await signCache(cache, { keys });
-    if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
-    else process.stderr.write(`narcache: signed ${summary.signed} narinfos, ${summary.alreadySigned} were signed already, in ${summary.cache}\n`);
+    stopOnSignals();
+    const summary = await signCache(cache, { keys, signal: stop.signal });
+    if (opts.json) await print(process.stdout, JSON.stringify(summary) + '\n');
+    else await print(process.stderr, `narcache: signed ${summary.signed} narinfos, ${summary.alreadySigned} were signed already, in ${summary.cache}\n`);
   });
 
 program
@@ -199,8 +261,9 @@ program
       'FileSize and FileHash it states, that decompresses to a well-formed NAR with its NarSize and NarHash, ' +
       'and has narinfos for all its references; with keys, one valid signature by a trusted key; NAR listings (<hash>.ls) ' +
       'agree with their NARs and debug-info links (debuginfo/) point to a member of a NAR of the cache. Prints one ' +
-      'line per problem and lists NAR files no narinfo names (orphans, which are not problems); ' +
-      'exits 0 only if there is no problem',
+      'line per problem and lists NAR files no narinfo names (orphans) and temporary files of writers that died ' +
+      '(leftovers), which are not problems, and NAR files whose compression narcache does not read (lz4, lzip, …); ' +
+      'exits 0 only if there is no problem, 1 if there is one, 2 if there is none but some NAR files were not checked',
   )
   .argument('<cache>', 'the cache: a directory, or s3://BUCKET[/PREFIX]?… as for build -o')
   .option('--trusted-public-key <key>', 'a public key (name:base64) whose signature is required (repeatable)', collect)
@@ -218,40 +281,45 @@ program
     } finally {
       reporter.done();
     }
-    if (opts.json) process.stdout.write(JSON.stringify(report) + '\n');
+    if (opts.json) await print(process.stdout, JSON.stringify(report) + '\n');
     else {
-      process.stdout.write(formatFindings(report));
-      process.stderr.write(formatVerifySummary(report));
+      await print(process.stdout, formatFindings(report));
+      await print(process.stderr, formatVerifySummary(report));
     }
-    if (!report.ok) process.exitCode = 1;
+    // 1: a problem; 2: none, but NAR files narcache does not read were not checked.
+    if (!report.ok) process.exitCode = report.problems.length ? 1 : 2;
   });
 
-const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
-let exitCodeForSignal: number | undefined;
-
 /**
- * Turns the first SIGINT or SIGTERM into an abort, so the build stops
- * cleanly; a second one exits at once. The handlers stay until the
+ * Turns the first SIGINT or SIGTERM into an abort of `stop`, so the work
+ * stops cleanly; a second one exits at once. The handlers stay until the
  * process ends: a signal during the last moments still sets the status.
  */
-function stopOnSignals(): { signal: AbortSignal } {
-  const controller = new AbortController();
+function stopOnSignals(): void {
   for (const [name, code] of Object.entries(SIGNAL_EXIT_CODES)) {
     process.on(name, () => {
-      if (controller.signal.aborted) process.exit(code);
-      exitCodeForSignal = code;
+      if (stop.signal.aborted) process.exit(imposedExitCode ?? code);
       // Even if the work is done by then: a shell waiting on us must see
       // that the user stopped it.
-      process.exitCode = code;
-      controller.abort();
+      impose(code);
+      stop.abort();
     });
   }
-  return { signal: controller.signal };
 }
 
-program.parseAsync(process.argv).catch((e: unknown) => {
-  const message = e instanceof Error ? e.message : String(e);
-  process.stderr.write(`narcache: ${message.split('\n')[0]}\n`);
-  if (process.env.NARCACHE_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
-  process.exitCode = exitCodeForSignal ?? 1;
-});
+program.parseAsync(process.argv).then(
+  () => {
+    if (imposedExitCode !== undefined) process.exitCode = imposedExitCode;
+  },
+  (e: unknown) => {
+    // Commander has printed its message (or the help) already.
+    if (e instanceof CommanderError) {
+      process.exitCode = imposedExitCode ?? e.exitCode;
+      return;
+    }
+    const message = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`narcache: ${message.split('\n')[0]}\n`);
+    if (process.env.NARCACHE_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    process.exitCode = imposedExitCode ?? 1;
+  },
+);

@@ -137,3 +137,17 @@ function isContentAddress(ca: string): boolean {
   const m = /^(?:text:(sha256)|fixed:(?:r:)?(\w+)):(.*)$/.exec(ca);
   return m !== null && isHashOfType(m[3], m[1] ?? m[2]);
 }
+
+/**
+ * The URL as a path relative to the cache if it names a file inside `nar/`,
+ * otherwise why not. Nix joins the URL to the cache directory as it is, so
+ * `../` or an absolute URL would make it read any file.
+ */
+export function narUrl(url: string): string | { outside: string } {
+  if (/^[a-z][a-z0-9+.-]*:/i.test(url) || url.startsWith('/')) return { outside: 'is not relative to the cache' };
+  const parts = url.split('/');
+  if (parts[0] !== 'nar' || parts.length < 2 || parts.some((p) => p === '' || p === '.' || p === '..')) {
+    return { outside: 'does not name a file inside nar/' };
+  }
+  return url;
+}

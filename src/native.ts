@@ -23,6 +23,7 @@ export const {
   compressBytes,
   compressionChunkSize,
   decompressBytes,
+  narCompressionSupport,
   nix32Decode,
   nix32Encode,
   pack,

@@ -2,6 +2,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as os from 'node:os';
 import { NarcacheError } from './errors';
+import { DEFAULT_STORE_DIR, refuseInsideStore } from './store-path';
 import { pack, packStream, syncFiles, type CancelToken, type PackedStream, type PackOptions, type PackResult } from './native';
 
 export type Compression = 'zstd' | 'xz' | 'none';
@@ -25,8 +26,10 @@ export interface PackPathOptions {
  * Packs the store path at `source` into `<dest>/nar/`: NAR, hashes and
  * compression in one streaming pass in the Rust core, off the JS thread.
  * The file is durable (on disk, not only in the page cache) when this resolves.
+ * A `dest` inside the store (/nix/store) is refused, as `build -o` refuses it.
  */
 export async function packPath(source: string, dest: string, options: PackPathOptions = {}): Promise<PackResult> {
+  await refuseInsideStore(dest, [DEFAULT_STORE_DIR]);
   await fs.mkdir(path.join(dest, 'nar'), { recursive: true });
   const packed = await packFile(source, dest, options);
   await makeDurable([path.join(dest, packed.url)]);

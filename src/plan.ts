@@ -13,6 +13,8 @@ export interface Plan {
   todo: PathInfo[];
   /** Store paths whose narinfo the destination already has. */
   present: Set<string>;
+  /** Paths of `todo` whose narinfo is there but broken: they are written anew. */
+  broken: Set<string>;
 }
 
 /**
@@ -28,12 +30,14 @@ export async function plan(closure: Closure, dest: Destination): Promise<Plan> {
     const missing = info.references.find((r) => !known.has(r));
     if (missing) throw new NarcacheError(`closure is incomplete: ${info.path} references ${missing}, which it lacks`);
   }
-  const presentParts = await dest.presentNarinfos(closure.paths.map((p) => hashPart(p.path)));
-  const present = new Set(closure.paths.filter((p) => presentParts.has(hashPart(p.path))).map((p) => p.path));
+  const states = await dest.narinfoStates(closure.paths.map((p) => ({ hashPart: hashPart(p.path), storePath: p.path })));
+  const present = new Set<string>();
+  const broken = new Set<string>();
+  for (const [storePath, state] of states) (state === 'present' ? present : broken).add(storePath);
   const missing = closure.paths.filter((p) => !present.has(p.path));
   const ordered = referencesFirst(missing);
   const large = missing.filter((p) => p.narSize >= LARGE_PATH).sort((a, b) => b.narSize - a.narSize);
-  return { todo: [...large, ...ordered.filter((p) => p.narSize < LARGE_PATH)], present };
+  return { todo: [...large, ...ordered.filter((p) => p.narSize < LARGE_PATH)], present, broken };
 }
 
 /**

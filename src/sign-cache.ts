@@ -1,13 +1,21 @@
 import type { Cache } from './cache';
-import { NarcacheError } from './errors';
+import { InterruptedError, NarcacheError } from './errors';
 import { formatNarinfo, type Narinfo } from './narinfo';
-import type { NarinfoText } from './publish/destination';
+import { storeDirOf, type NarinfoText } from './publish/destination';
 import { withCache } from './publish/open';
 import { runWithBudget } from './schedule';
+import { plural } from './report/format';
 import { signNarinfo, type SecretKey } from './signing';
+import { DEFAULT_STORE_DIR } from './store-path';
 
 export interface SignCacheOptions {
   keys: SecretKey[];
+  /**
+   * Aborting stops signing cleanly: the batch being written is completed
+   * (each narinfo is replaced whole), no further one is started, and the
+   * promise rejects with an {@link InterruptedError}.
+   */
+  signal?: AbortSignal;
 }
 
 export interface SignSummary {
@@ -38,9 +46,13 @@ export async function signCache(location: string | Cache, options: SignCacheOpti
 
 async function sign(cache: Cache, options: SignCacheOptions): Promise<SignSummary> {
   const started = performance.now();
+  const storeDir = storeDirOf((await cache.readCacheInfo()) ?? '') ?? DEFAULT_STORE_DIR;
+  await cache.openForUpdate(storeDir);
   const files = await cache.narinfoFiles();
+  const stopped = () => options.signal?.aborted === true;
   let signed = 0;
   for (let start = 0; start < files.length; start += BATCH) {
+    if (stopped()) throw new InterruptedError(signed, `signing ${plural(signed, 'narinfo')}`);
     const batch: NarinfoText[] = [];
     let failure: unknown;
     await runWithBudget(
@@ -55,9 +67,10 @@ async function sign(cache: Cache, options: SignCacheOptions): Promise<SignSummar
           failure ??= e;
         }
       },
-      () => failure !== undefined,
+      () => failure !== undefined || stopped(),
     );
     if (failure !== undefined) throw failure;
+    if (stopped()) throw new InterruptedError(signed, `signing ${plural(signed, 'narinfo')}`);
     await cache.writeNarinfos(batch);
     signed += batch.length;
   }

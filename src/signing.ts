@@ -5,6 +5,7 @@ import { NarcacheError } from './errors';
 import { normaliseHash } from './hash';
 import type { Narinfo } from './narinfo';
 import { writeFileAtomic } from './publish/directory';
+import { DEFAULT_STORE_DIR, refuseInsideStore } from './store-path';
 
 /**
  * An ed25519 signing key in Nix's format (`<name>:<base64 of seed ‖ public
@@ -31,14 +32,30 @@ const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
-/** Splits `name:base64` as Nix does (at the first colon) and decodes the payload. */
-function splitKeyed(text: string, what: string, bytes: number): { name: string; bytes: Buffer } {
+// Nix's secret and public key files look alike: one given for the other is named so.
+const KEY_KINDS: Record<number, string> = { [SEED_BYTES + PUBLIC_BYTES]: 'a secret key', [PUBLIC_BYTES]: 'a public key' };
+
+/**
+ * Splits `name:base64` as Nix does (at the first colon) and decodes the
+ * payload, of `bytes` bytes; `kinds` names what payloads of other sizes are.
+ */
+function splitKeyed(
+  text: string,
+  what: string,
+  bytes: number,
+  kinds: Record<number, string> = {},
+): { name: string; bytes: Buffer } {
   const colon = text.indexOf(':');
   if (colon <= 0) throw new NarcacheError(`${what} is not "<name>:<base64>"`);
   const payload = text.slice(colon + 1);
   if (!BASE64.test(payload)) throw new NarcacheError(`${what} is not valid base64`);
   const decoded = Buffer.from(payload, 'base64');
-  if (decoded.length !== bytes) throw new NarcacheError(`${what} holds ${decoded.length} bytes, not ${bytes}`);
+  if (decoded.length !== bytes) {
+    const given = kinds[decoded.length];
+    throw new NarcacheError(
+      given && kinds[bytes] ? `${what} is ${given}, not ${kinds[bytes]}` : `${what} holds ${decoded.length} bytes, not ${bytes}`,
+    );
+  }
   return { name: text.slice(0, colon), bytes: decoded };
 }
 
@@ -72,7 +89,7 @@ function rawPublicKey(key: crypto.KeyObject): Buffer {
  * a file whose halves disagree would sign with a key nobody trusts.
  */
 export function parseSecretKey(text: string, origin = 'secret key'): SecretKey {
-  const key = splitKeyed(text.trim(), origin, SEED_BYTES + PUBLIC_BYTES);
+  const key = splitKeyed(text.trim(), origin, SEED_BYTES + PUBLIC_BYTES, KEY_KINDS);
   const derived = rawPublicKey(crypto.createPublicKey(privateKeyObject(key)));
   if (!derived.equals(key.bytes.subarray(SEED_BYTES))) {
     throw new NarcacheError(`${origin} is corrupt: its public half does not belong to its seed`);
@@ -81,7 +98,7 @@ export function parseSecretKey(text: string, origin = 'secret key'): SecretKey {
 }
 
 export function parsePublicKey(text: string, origin = 'public key'): PublicKey {
-  return splitKeyed(text.trim(), origin, PUBLIC_BYTES);
+  return splitKeyed(text.trim(), origin, PUBLIC_BYTES, KEY_KINDS);
 }
 
 export function formatSecretKey(key: SecretKey): string {
@@ -128,6 +145,7 @@ export async function keygen(options: KeygenOptions): Promise<PublicKey> {
   const secretFile = path.resolve(options.secretKeyFile);
   const publicFile = path.resolve(options.publicKeyFile);
   if (secretFile === publicFile) throw new NarcacheError('the secret and public key files must differ');
+  for (const file of [secretFile, publicFile]) await refuseInsideStore(file, [DEFAULT_STORE_DIR]);
   const secret = generateSecretKey(options.name);
   const overwrite = options.force ?? false;
   if (!overwrite) {

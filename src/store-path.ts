@@ -1,3 +1,4 @@
+import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { NarcacheError } from './errors';
 
@@ -34,4 +35,34 @@ export function isStorePathName(base: string): boolean {
 export function checkStorePath(p: string, storeDir: string): string {
   if (!isStorePath(p, storeDir)) throw new NarcacheError(`${p}: not a store path in ${storeDir}`);
   return p;
+}
+
+/**
+ * Refuses `location`, where narcache is to write, if it is a store
+ * directory of `stores` or lies below one: writing there would add files
+ * to store paths (which Nix then finds corrupt) or to the store itself.
+ * Symlinks are followed as far as the location exists. A store path that
+ * does not exist yet is allowed: that is a derivation's output, which its
+ * builder writes (nix/mk-binary-cache.nix).
+ */
+export async function refuseInsideStore(location: string, stores: string[]): Promise<void> {
+  const target = await realLocation(path.resolve(location));
+  const exists = await fs.lstat(target).then(() => true, () => false);
+  for (const store of stores) {
+    for (const dir of new Set([path.resolve(store), await fs.realpath(store).catch(() => path.resolve(store))])) {
+      const below = target.startsWith(dir + '/') ? target.slice(dir.length + 1) : undefined;
+      if (target !== dir && (below === undefined || (isStorePathName(below) && !exists))) continue;
+      throw new NarcacheError(`${location} is ${target === dir ? 'the' : 'inside the'} Nix store ${store}: writing there would change it`);
+    }
+  }
+}
+
+/** The real path of `p` as far as it exists, the rest appended as it is. */
+async function realLocation(p: string): Promise<string> {
+  try {
+    return await fs.realpath(p);
+  } catch {
+    const parent = path.dirname(p);
+    return parent === p ? p : path.join(await realLocation(parent), path.basename(p));
+  }
 }

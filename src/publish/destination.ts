@@ -11,10 +11,20 @@ export interface Destination {
   readonly location: string;
   /** For a service reached over the network: the requests sent to it so far. */
   readonly requests?: number;
-  /** Creates the cache layout and `nix-cache-info`, or checks those present. */
-  open(info: CacheInfo): Promise<void>;
-  /** Which of the narinfos named by these hash parts the cache holds. */
-  presentNarinfos(hashParts: string[]): Promise<Set<string>>;
+  /**
+   * Creates the cache layout and `nix-cache-info`, or checks those present,
+   * and removes what writers that died left. A cache inside the store
+   * (`info.storeDir`, or `storeRoot` where its files are) is refused before
+   * anything is written.
+   */
+  open(info: CacheInfo, storeRoot?: string): Promise<void>;
+  /**
+   * Which of the narinfos of these paths are there, in as few requests as
+   * the destination allows; `broken` for one that is there but cannot be
+   * relied on (the destination may not tell that from `present`). A path
+   * whose narinfo is missing is left out.
+   */
+  narinfoStates(paths: { hashPart: string; storePath: string }[]): Promise<Map<string, NarinfoState>>;
   /**
    * Packs the store path at `source` and stores its NAR file under the
    * name the result's `url` gives; resolves only once the file is complete
@@ -36,6 +46,8 @@ export interface Destination {
   close(): void;
 }
 
+export type NarinfoState = 'present' | 'missing' | 'broken';
+
 export interface NarinfoText {
   hashPart: string;
   text: string;
@@ -43,6 +55,15 @@ export interface NarinfoText {
   references: string[];
   /** Files that describe the same path (its listing, debug-info links), published before the narinfo. */
   companions?: CompanionFile[];
+}
+
+// nix-cache-info holds a few short lines; a larger one is refused unread,
+// as a hostile cache's would be.
+const MAX_CACHE_INFO_BYTES = 64 << 10;
+
+/** Refuses a `nix-cache-info` of `size` bytes before it is read, if it is too large to be one. */
+export function checkCacheInfoSize(location: string, size: number): void {
+  if (size > MAX_CACHE_INFO_BYTES) throw new NarcacheError(`${location}/nix-cache-info is ${size} bytes, too large to be one`);
 }
 
 export interface CompanionFile {
@@ -75,14 +96,23 @@ export function cacheInfoText(info: CacheInfo): string {
   );
 }
 
+/** A field of a `nix-cache-info`, parsed as Nix parses it: `Name: value`, the value trimmed. */
+function cacheInfoField(cacheInfo: string, name: string): string | undefined {
+  return new RegExp(`^${name}:(.*)$`, 'm').exec(cacheInfo)?.[1].trim();
+}
+
+/** The store directory a `nix-cache-info` names, if it names one. */
+export function storeDirOf(cacheInfo: string): string | undefined {
+  return cacheInfoField(cacheInfo, 'StoreDir');
+}
+
 /**
  * Refuses to add to a cache whose `nix-cache-info` names another store,
  * or lacks the priority or mass-query setting asked for: the file is
  * never rewritten under its readers.
  */
 export function checkCacheInfo(location: string, cacheInfo: string, info: CacheInfo): void {
-  // Parsed as Nix parses it: `Name: value`, the value trimmed.
-  const field = (name: string) => new RegExp(`^${name}:(.*)$`, 'm').exec(cacheInfo)?.[1].trim();
+  const field = (name: string) => cacheInfoField(cacheInfo, name);
   const storeDir = field('StoreDir');
   if (storeDir !== undefined && storeDir !== info.storeDir) {
     throw new NarcacheError(`${location} is a cache for store ${storeDir}, not ${info.storeDir}`);

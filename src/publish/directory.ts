@@ -1,12 +1,39 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { NarcacheError } from '../errors';
-import { publishFiles, type PackResult } from '../native';
+import { parseNarinfoFile, readNarinfoText, type NarFile } from '../cache';
+import { NarcacheError, systemReason } from '../errors';
+import { limiter } from '../limit';
+import { refuseInsideStore } from '../store-path';
+import { publishFiles, verifyNar, type PackResult } from '../native';
+import { narUrl, type Narinfo } from '../narinfo';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type CacheInfo, type Destination, type NarinfoText } from './destination';
+import {
+  cacheInfoText,
+  checkCacheInfo,
+  checkCacheInfoSize,
+  type CacheInfo,
+  type Destination,
+  type NarinfoState,
+  type NarinfoText,
+} from './destination';
+
+// Narinfos read at once to tell whether they can be relied on: each holds a descriptor for a moment.
+const LOOKUPS_AT_ONCE = 32;
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
+/** A temporary name, `<prefix><pid>-…`, here and in the Rust core. */
+const TEMP_NAME = new RegExp(`^${TEMP_PREFIX.replace(/\./g, '\\.')}(\\d+)-`);
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it runs, as another user.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /**
  * The directories Nix may try to create when it opens a file:// cache;
@@ -26,23 +53,120 @@ export class DirectoryDestination implements Destination {
     this.location = path.resolve(dir);
   }
 
-  async open(info: CacheInfo): Promise<void> {
+  async open(info: CacheInfo, storeRoot = info.storeDir): Promise<void> {
+    await refuseInsideStore(this.location, [info.storeDir, storeRoot]);
+    // Checked before anything is created: a cache of another store is left as it is.
+    const infoPath = path.join(this.location, 'nix-cache-info');
+    const existing = await this.readCacheInfo();
+    if (existing !== undefined) checkCacheInfo(this.location, existing, info);
     for (const sub of ['', ...LAYOUT_DIRS]) {
       await fs.mkdir(path.join(this.location, sub), { recursive: true }).catch(writeError);
     }
-    const infoPath = path.join(this.location, 'nix-cache-info');
-    const existing = await fs.readFile(infoPath, 'utf8').catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') return undefined;
-      throw writeError(e);
-    });
     if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(info));
-    else checkCacheInfo(this.location, existing, info);
+    await this.removeLeftovers();
   }
 
-  /** One listing of the directory, however many paths are asked about. */
-  async presentNarinfos(hashParts: string[]): Promise<Set<string>> {
+  /**
+   * Temporary files in the cache and its `nar/` whose writer, the process
+   * whose PID their name holds, no longer runs. (A writer in another PID
+   * namespace sharing the directory would look dead: its write then fails,
+   * and the cache stays true.)
+   */
+  async leftovers(): Promise<string[]> {
+    const found: string[] = [];
+    for (const dir of ['', 'nar', 'debuginfo']) {
+      const names = await fs.readdir(path.join(this.location, dir)).catch(() => []);
+      for (const name of names) {
+        const pid = TEMP_NAME.exec(name)?.[1];
+        if (pid !== undefined && !isRunning(Number(pid))) found.push(path.posix.join(dir, name));
+      }
+    }
+    return found.sort();
+  }
+
+  protected async removeLeftovers(): Promise<void> {
+    for (const file of await this.leftovers()) await fs.rm(path.join(this.location, file), { force: true });
+  }
+
+  /**
+   * One listing of the directory tells which narinfos are there; one
+   * counts as present only if it parses, is for its store path and names a
+   * NAR file inside `nar/` of its FileSize, and a broken entry is then
+   * written anew rather than kept.
+   */
+  async narinfoStates(paths: { hashPart: string; storePath: string }[]): Promise<Map<string, NarinfoState>> {
     const names = new Set(await fs.readdir(this.location).catch(writeError));
-    return new Set(hashParts.filter((h) => names.has(`${h}.narinfo`)));
+    const states = new Map<string, NarinfoState>();
+    const lookup = limiter(LOOKUPS_AT_ONCE);
+    await Promise.all(
+      paths
+        .filter(({ hashPart }) => names.has(`${hashPart}.narinfo`))
+        .map(({ hashPart, storePath }) =>
+          lookup(async () => {
+            const state = await this.narinfoState(hashPart, storePath);
+            if (state !== 'missing') states.set(storePath, state);
+          }),
+        ),
+    );
+    return states;
+  }
+
+  private async narinfoState(hashPart: string, storePath: string): Promise<NarinfoState> {
+    let n: Narinfo;
+    try {
+      n = await this.readNarinfo(`${hashPart}.narinfo`);
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'broken';
+    }
+    const url = narUrl(n.url);
+    if (n.storePath !== storePath || typeof url !== 'string') return 'broken';
+    const file = await this.narFile(url);
+    return 'problem' in file || file.size !== n.fileSize ? 'broken' : 'present';
+  }
+
+  /** The text of `nix-cache-info`, or undefined if there is none. */
+  async readCacheInfo(): Promise<string | undefined> {
+    const file = path.join(this.location, 'nix-cache-info');
+    let handle;
+    try {
+      handle = await fs.open(file, 'r');
+    } catch (e) {
+      // A missing cache, or a file in its place, which mkdir reports.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw writeError(e as NodeJS.ErrnoException);
+    }
+    try {
+      const stat = await handle.stat();
+      if (stat.isDirectory()) throw new NarcacheError(`${file} is a directory, not a file`);
+      checkCacheInfoSize(this.location, stat.size);
+      return await handle.readFile('utf8');
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Reads and parses a narinfo; the error says what is wrong, without the file name. */
+  async readNarinfo(file: string): Promise<Narinfo> {
+    const full = path.join(this.location, file);
+    const { size } = await fs.stat(full);
+    return parseNarinfoFile(await readNarinfoText(size, () => fs.readFile(full, 'utf8')), file);
+  }
+
+  /** A regular file that does not lead out of `nar/` through a symlink; its real path is its id. */
+  async narFile(url: string): Promise<NarFile | { problem: string }> {
+    let real: string;
+    try {
+      real = await fs.realpath(path.join(this.location, url));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      return { problem: code === 'ENOENT' ? 'is missing' : `cannot be read: ${(e as Error).message}` };
+    }
+    const narDir = await fs.realpath(path.join(this.location, 'nar')).catch(() => path.join(this.location, 'nar'));
+    if (!real.startsWith(narDir + path.sep)) return { problem: `leads outside nar/ (to ${real})` };
+    const stat = await fs.stat(real);
+    if (!stat.isFile()) return { problem: 'is not a regular file' };
+    return { id: real, size: stat.size, check: (compression, narSize, index) => verifyNar(real, compression, narSize, index) };
   }
 
   /**
@@ -125,6 +249,5 @@ export async function writeFilesAtomic(files: FileText[], options: WriteFileOpti
 
 /** A failed file system call as one line: the path and the system's reason. */
 function writeError(e: NodeJS.ErrnoException): never {
-  const reason = e.message.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/, '');
-  throw new NarcacheError(`cannot write ${e.path ?? 'the cache'}: ${reason}`);
+  throw new NarcacheError(`cannot write ${e.path ?? 'the cache'}: ${systemReason(e)}`);
 }

@@ -14,7 +14,15 @@ import { decode, encode, type ContentEncoding } from './content-encoding';
 import { limiter } from '../limit';
 import type { PackResult } from '../native';
 import type { PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type CacheInfo, type Destination, type NarinfoText } from './destination';
+import {
+  cacheInfoText,
+  checkCacheInfo,
+  checkCacheInfoSize,
+  type CacheInfo,
+  type Destination,
+  type NarinfoState,
+  type NarinfoText,
+} from './destination';
 import { isNotFound, request, s3Client, s3Failure } from './s3-client';
 import { describeS3Location, type S3Location } from './s3-location';
 import { storageClassOf, temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
@@ -23,8 +31,6 @@ import { storageClassOf, temporaryNarPrefix, uploadNar, type UploadContext } fro
 const NARINFO_CONTENT_TYPE = 'text/x-nix-narinfo';
 const CACHE_INFO_CONTENT_TYPE = 'text/x-nix-cache-info';
 const JSON_CONTENT_TYPE = 'application/json';
-// nix-cache-info is a few lines.
-const MAX_TEXT_BYTES = 64 << 10;
 
 export interface S3DestinationOptions {
   /**
@@ -70,10 +76,10 @@ export class S3Destination implements Destination {
    * missing, and removes what a run killed midway left: open multipart
    * uploads of NAR files and temporary objects. Another publish into the
    * same place at the same time would lose its uploads in progress (and
-   * fail, leaving the cache true).
+   * fail, leaving the cache true). A bucket is never inside a store.
    */
   async open(info: CacheInfo): Promise<void> {
-    const existing = await this.readText('nix-cache-info');
+    const existing = await this.readCacheInfo();
     if (existing === undefined) await this.put('nix-cache-info', cacheInfoText(info), CACHE_INFO_CONTENT_TYPE);
     else checkCacheInfo(this.location, existing, info);
     await this.cleanUp();
@@ -83,26 +89,27 @@ export class S3Destination implements Destination {
    * In as few requests as the bucket allows: a listing of the narinfos
    * under the prefix, 1,000 keys a request, while it has taken fewer
    * requests than a HEAD for each path would; HEADs otherwise (a few
-   * paths asked about in a large cache).
+   * paths asked about in a large cache). A narinfo there is taken as
+   * present, as Nix takes it.
    */
-  async presentNarinfos(hashParts: string[]): Promise<Set<string>> {
-    const wanted = new Set(hashParts);
-    const present = new Set<string>();
+  async narinfoStates(paths: { hashPart: string; storePath: string }[]): Promise<Map<string, NarinfoState>> {
+    const byHash = new Map(paths.map((p) => [p.hashPart, p.storePath]));
+    const states = new Map<string, NarinfoState>();
     let pages = 0;
     for await (const page of this.listPages(this.s3.prefix, '/')) {
-      if (++pages > hashParts.length) return this.headNarinfos(hashParts);
+      if (++pages > paths.length) return this.headNarinfos(paths);
       for (const key of page) {
         const name = key.slice(this.s3.prefix.length);
-        const hash = name.endsWith('.narinfo') ? name.slice(0, -'.narinfo'.length) : undefined;
-        if (hash !== undefined && wanted.has(hash)) present.add(hash);
+        const storePath = name.endsWith('.narinfo') ? byHash.get(name.slice(0, -'.narinfo'.length)) : undefined;
+        if (storePath !== undefined) states.set(storePath, 'present');
       }
     }
-    return present;
+    return states;
   }
 
-  private async headNarinfos(hashParts: string[]): Promise<Set<string>> {
-    const found = await Promise.all(hashParts.map((h) => this.has(`${h}.narinfo`)));
-    return new Set(hashParts.filter((_, i) => found[i]));
+  private async headNarinfos(paths: { hashPart: string; storePath: string }[]): Promise<Map<string, NarinfoState>> {
+    const found = await Promise.all(paths.map((p) => this.has(`${p.hashPart}.narinfo`)));
+    return new Map(paths.filter((_, i) => found[i]).map((p) => [p.storePath, 'present']));
   }
 
   private has(name: string): Promise<boolean> {
@@ -158,13 +165,25 @@ export class S3Destination implements Destination {
     this.client.destroy();
   }
 
-  /** The text of a small object of the cache, or undefined if there is none. */
-  protected async readText(name: string): Promise<string | undefined> {
+  /** The text of `nix-cache-info`, or undefined if there is none. */
+  async readCacheInfo(): Promise<string | undefined> {
+    let object;
     try {
-      return (await this.readBytes(name, MAX_TEXT_BYTES)).toString('utf8');
+      object = await this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key('nix-cache-info') }));
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw e;
+      throw s3Failure(this.s3, 'reading nix-cache-info', e);
+    }
+    const { Body, ContentLength } = object;
+    try {
+      checkCacheInfoSize(this.location, ContentLength ?? 0);
+      return await Body!.transformToString('utf8');
+    } catch (e) {
+      if (e instanceof NarcacheError) throw e;
+      throw s3Failure(this.s3, 'reading nix-cache-info', e);
+    } finally {
+      // A body refused unread holds its connection until it is let go.
+      (Body as Readable).destroy();
     }
   }
 

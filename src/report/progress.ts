@@ -59,7 +59,8 @@ export function progressReporter(stream: NodeJS.WriteStream): {
 export function formatSummary(s: BuildSummary, dest: string): string {
   const ratio = s.narBytes ? ` (${((100 * s.fileBytes) / s.narBytes).toFixed(1)}%)` : '';
   return (
-    `narcache: ${plural(s.written, 'path')} written, ${s.skipped} already present, into ${dest}\n` +
+    `narcache: ${plural(s.written, 'path')} written${s.replaced ? ` (${s.replaced} replacing a broken entry)` : ''}, ` +
+    `${s.skipped} already present, into ${dest}\n` +
     `narcache: NAR ${formatBytes(s.narBytes)} → ${s.compression} ${formatBytes(s.fileBytes)}${ratio} in ${s.seconds.toFixed(1)} s` +
     `${s.requests !== undefined ? `, ${plural(s.requests, 'request')}` : ''}\n`
   );

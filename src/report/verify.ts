@@ -20,11 +20,13 @@ export function verifyReporter(stream: NodeJS.WriteStream): {
   return { onProgress, done: live.clear };
 }
 
-/** One line per problem and per orphan NAR file, naming the store path where known. */
+/** One line per problem, unchecked NAR file, orphan and leftover, naming the store path where known. */
 export function formatFindings(r: VerifyReport): string {
   return [
     ...r.problems.map((p) => `${p.storePath ?? p.file}: ${p.problem}\n`),
+    ...r.unchecked.map((u) => `${u.storePath}: NAR file ${u.url} not checked: narcache does not read ${u.compression}\n`),
     ...r.orphans.map((f) => `${f}: orphan, no narinfo names it\n`),
+    ...r.leftovers.map((f) => `${f}: leftover of a writer that died, removed by the next build or sign\n`),
   ].join('');
 }
 
@@ -43,7 +45,17 @@ export function formatVerifySummary(r: VerifyReport): string {
       ...(r.debugInfoLinks ? [plural(r.debugInfoLinks, 'debug-info link')] : []),
     ])} ` +
     `(${formatBytes(r.fileBytes)} → NAR ${formatBytes(r.narBytes)}) in ${r.seconds.toFixed(1)} s\n` +
-    `narcache: ${r.ok ? 'the cache is sound' : `${plural(r.problems.length, 'problem')}${faulty ? ` in ${plural(faulty, 'narinfo')}` : ''}`}` +
-    `${r.orphans.length ? `; ${plural(r.orphans.length, 'orphan NAR file')}` : ''}\n`
+    `narcache: ${verdict(r, faulty)}` +
+    `${r.orphans.length ? `; ${plural(r.orphans.length, 'orphan NAR file')}` : ''}` +
+    `${r.leftovers.length ? `; ${plural(r.leftovers.length, 'leftover temporary file')}` : ''}\n`
   );
+}
+
+function verdict(r: VerifyReport, faulty: number): string {
+  if (r.ok) return 'the cache is sound';
+  const unchecked = r.unchecked.length
+    ? `${plural(r.unchecked.length, 'NAR file')} not checked (${[...new Set(r.unchecked.map((u) => u.compression))].join(', ')})`
+    : '';
+  if (!r.problems.length) return `no problem found, but ${unchecked}`;
+  return `${plural(r.problems.length, 'problem')}${faulty ? ` in ${plural(faulty, 'narinfo')}` : ''}${unchecked ? `; ${unchecked}` : ''}`;
 }

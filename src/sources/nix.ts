@@ -18,8 +18,19 @@ const MAX_SYMLINKS = 40;
 export async function closureFromNix(roots: string[], storeDir = DEFAULT_STORE_DIR): Promise<Closure> {
   if (!roots.length) throw new NarcacheError('no store paths given');
   const storePaths = roots.map((r) => resolveToStorePath(r, storeDir));
-  const described = await run('nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', ...storePaths]);
-  return { storeDir, paths: parsePathInfoJson(described, 'nix path-info --json') };
+  // nix path-info takes a .drv for its outputs, which may not even be
+  // built; with --derivation it takes the .drv itself, but any other path
+  // for its deriver: each kind is asked for apart.
+  const described = await Promise.all(
+    [storePaths.filter((p) => !p.endsWith('.drv')), storePaths.filter((p) => p.endsWith('.drv'))].map((roots, drv) =>
+      roots.length
+        ? run('nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', ...(drv ? ['--derivation'] : []), ...roots])
+        : '[]',
+    ),
+  );
+  // A path in both closures (a source a derivation and an output share) is taken once.
+  const paths = new Map(described.flatMap((json) => parsePathInfoJson(json, 'nix path-info --json')).map((info) => [info.path, info]));
+  return { storeDir, paths: [...paths.values()] };
 }
 
 /**

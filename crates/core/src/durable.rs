@@ -232,13 +232,24 @@ mod tests {
         let (a, b) = (dir.path().join("a.narinfo"), dir.path().join("b.narinfo"));
         fs::write(&a, b"old").unwrap();
         let files = [
-            NewFile { target: &a, contents: b"new a", keep_existing: false },
-            NewFile { target: &b, contents: b"new b", keep_existing: false },
+            NewFile {
+                target: &a,
+                contents: b"new a",
+                keep_existing: false,
+            },
+            NewFile {
+                target: &b,
+                contents: b"new b",
+                keep_existing: false,
+            },
         ];
         publish_files(&files, std::slice::from_ref(&nar), Some(0o640), true).unwrap();
         assert_eq!(fs::read(&a).unwrap(), b"new a");
         assert_eq!(fs::read(&b).unwrap(), b"new b");
-        assert_eq!(fs::metadata(&b).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&b).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         let mut names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -252,9 +263,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key");
         fs::write(&key, b"mine").unwrap();
-        let files = [NewFile { target: &key, contents: b"other", keep_existing: false }];
+        let files = [NewFile {
+            target: &key,
+            contents: b"other",
+            keep_existing: false,
+        }];
         let error = publish_files(&files, &[], Some(0o600), false).unwrap_err();
-        assert_eq!(error.to_string(), format!("{} already exists", key.display()));
+        assert_eq!(
+            error.to_string(),
+            format!("{} already exists", key.display())
+        );
         assert_eq!(fs::read(&key).unwrap(), b"mine");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
@@ -265,8 +283,16 @@ mod tests {
         let (link, new) = (dir.path().join("link"), dir.path().join("new"));
         fs::write(&link, b"first").unwrap();
         let files = [
-            NewFile { target: &link, contents: b"second", keep_existing: true },
-            NewFile { target: &new, contents: b"new", keep_existing: true },
+            NewFile {
+                target: &link,
+                contents: b"second",
+                keep_existing: true,
+            },
+            NewFile {
+                target: &new,
+                contents: b"new",
+                keep_existing: true,
+            },
         ];
         publish_files(&files, &[], None, true).unwrap();
         assert_eq!(fs::read(&link).unwrap(), b"first");
@@ -279,9 +305,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
         let missing_nar = dir.path().join("gone.nar");
-        let files = [NewFile { target: &a, contents: b"a", keep_existing: false }];
-        let error = publish_files(&files, std::slice::from_ref(&missing_nar), None, true).unwrap_err();
-        assert!(error.to_string().starts_with(&format!("{}: ", missing_nar.display())));
+        let files = [NewFile {
+            target: &a,
+            contents: b"a",
+            keep_existing: false,
+        }];
+        let error =
+            publish_files(&files, std::slice::from_ref(&missing_nar), None, true).unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with(&format!("{}: ", missing_nar.display())));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

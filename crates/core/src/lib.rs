@@ -13,7 +13,9 @@ pub mod store_db;
 pub mod store_scan;
 pub mod verify;
 
-pub use compress::{compress_bytes, decompress_bytes, Compression, CompressionError};
+pub use compress::{
+    compress_bytes, decompress_bytes, Compression, CompressionError, NarCompression,
+};
 pub use durable::{publish_files, sync_files, NewFile, PublishError, SyncError};
 pub use nar::NarIdentity;
 pub use pack::{pack, pack_into, PackError, PackOptions, Packed, Progress};

@@ -4,7 +4,10 @@
 //!
 //! Memory is bounded whatever the file holds: the file is read through a
 //! fixed buffer, the decompressor's window is capped, and the NAR parser
-//! allocates nothing the data asks for.
+//! allocates nothing the data asks for. Time is bounded by what the narinfo
+//! states: the stream is refused as soon as the NAR passes its NarSize, so
+//! a small file that expands without end (or a sparse one) costs no more
+//! than the NAR it claims to be.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -14,7 +17,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::compress::{Compression, Decoder, DECODER_MEMORY_LIMIT};
+use crate::compress::{Compression, Decoder, NarCompression, DECODER_MEMORY_LIMIT};
 use crate::digest::{Hashed, Sha256Hash};
 use crate::nar::{self, NarIdentity, ParseError, Visit};
 use crate::pack::Progress;
@@ -35,38 +38,43 @@ pub enum VerifyError {
     Read(#[source] io::Error),
     #[error("cannot start the {compression} decompressor: {source}")]
     Decoder {
-        compression: Compression,
+        compression: NarCompression,
         source: io::Error,
     },
     #[error("not a valid {compression} stream ({source})")]
     Corrupt {
-        compression: Compression,
+        compression: NarCompression,
         source: io::Error,
     },
     #[error("the {compression} stream ends early: the file is truncated or corrupt")]
-    Truncated { compression: Compression },
+    Truncated { compression: NarCompression },
     #[error(
         "the {compression} stream needs more than {} MiB of memory to decompress",
         DECODER_MEMORY_LIMIT >> 20
     )]
-    TooMuchMemory { compression: Compression },
+    TooMuchMemory { compression: NarCompression },
+    #[error("the NAR is longer than its NarSize of {nar_size} bytes")]
+    LongerThanNarSize { nar_size: u64 },
     #[error(transparent)]
     Nar(ParseError),
 }
 
-/// Reads the NAR file at `path`, compressed with `compression`, once,
+/// Reads the NAR file at `path`, compressed with `compression`, once, and
+/// no further than `nar_size` bytes of NAR (the NarSize its narinfo states),
 /// showing its entries to `visitor` (a [`nar::NarIndex`] lists them).
 /// File bytes read are added to `progress.file_bytes`, NAR bytes to
 /// `progress.nar_bytes` (both, for an uncompressed file).
 pub fn verify(
     path: &Path,
-    compression: Compression,
+    compression: NarCompression,
+    nar_size: u64,
     progress: Option<&Progress>,
     visitor: &mut impl Visit,
 ) -> Result<NarCheck, VerifyError> {
     verify_reader(
         File::open(path).map_err(VerifyError::Read)?,
         compression,
+        nar_size,
         progress,
         visitor,
     )
@@ -76,35 +84,33 @@ pub fn verify(
 /// read errors are the file's.
 pub fn verify_reader<R: Read>(
     reader: R,
-    compression: Compression,
+    compression: NarCompression,
+    nar_size: u64,
     progress: Option<&Progress>,
     visitor: &mut impl Visit,
 ) -> Result<NarCheck, VerifyError> {
-    let file = FileReader(reader);
     let counters = |pick: fn(&Progress) -> &Arc<AtomicU64>| -> Vec<Arc<AtomicU64>> {
         progress.map(pick).into_iter().cloned().collect()
     };
-    let decoder = match compression {
+    if compression == NarCompression::Written(Compression::None) {
         // The file is the NAR: hash it once.
-        Compression::None => {
-            let mut both = counters(|p| &p.file_bytes);
-            both.extend(counters(|p| &p.nar_bytes));
-            let nar = nar::parse(file, visitor, both).map_err(|e| blame(e, compression))?;
-            return Ok(NarCheck {
-                file_hash: nar.hash,
-                file_size: nar.size,
-                nar,
-            });
-        }
-        Compression::Xz => Decoder::xz,
-        Compression::Zstd => Decoder::zstd,
-    };
-    let mut file = Hashed::new(file).with_progress(counters(|p| &p.file_bytes));
+        let mut both = counters(|p| &p.file_bytes);
+        both.extend(counters(|p| &p.nar_bytes));
+        let nar = nar::parse(AtMost::new(FileReader(reader), nar_size), visitor, both)
+            .map_err(|e| blame(e, compression))?;
+        return Ok(NarCheck {
+            file_hash: nar.hash,
+            file_size: nar.size,
+            nar,
+        });
+    }
+    let mut file = Hashed::new(FileReader(reader)).with_progress(counters(|p| &p.file_bytes));
+    let decoder = Decoder::new(compression, &mut file).map_err(|source| VerifyError::Decoder {
+        compression,
+        source,
+    })?;
     let nar = nar::parse(
-        decoder(&mut file).map_err(|source| VerifyError::Decoder {
-            compression,
-            source,
-        })?,
+        AtMost::new(decoder, nar_size),
         visitor,
         counters(|p| &p.nar_bytes),
     )
@@ -119,12 +125,16 @@ pub fn verify_reader<R: Read>(
 
 /// Tells failures of the file from failures of the decompressor, which
 /// both reach the NAR parser as read errors.
-fn blame(error: ParseError, compression: Compression) -> VerifyError {
+fn blame(error: ParseError, compression: NarCompression) -> VerifyError {
     let ParseError::Read { source, .. } = error else {
         return VerifyError::Nar(error);
     };
     let source = match source.downcast::<FileError>() {
         Ok(FileError(e)) => return VerifyError::Read(e),
+        Err(source) => source,
+    };
+    let source = match source.downcast::<LongerThan>() {
+        Ok(LongerThan(nar_size)) => return VerifyError::LongerThanNarSize { nar_size },
         Err(source) => source,
     };
     if source.kind() == io::ErrorKind::UnexpectedEof {
@@ -146,6 +156,48 @@ fn exceeds_memory_limit(error: &io::Error) -> bool {
         .is_some_and(|e| matches!(e, liblzma::stream::Error::MemLimit));
     // zstd's errors carry only their text (ZSTD_error_frameParameter_windowTooLarge).
     xz || error.to_string() == "Frame requires too much memory for decoding"
+}
+
+/// Reads at most `left` bytes and fails on the first byte beyond them, as
+/// soon as it is there: what lies past it is neither decompressed nor read.
+struct AtMost<R> {
+    inner: R,
+    limit: u64,
+    left: u64,
+}
+
+impl<R> AtMost<R> {
+    fn new(inner: R, limit: u64) -> Self {
+        AtMost {
+            inner,
+            limit,
+            left: limit,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("longer than {0} bytes")]
+struct LongerThan(u64);
+
+impl<R: Read> Read for AtMost<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            return match self.inner.read(&mut [0])? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(LongerThan(self.limit))),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// The file being checked, whose read errors are marked as its own.
@@ -197,7 +249,13 @@ mod tests {
     }
 
     fn verify_bytes(bytes: &[u8], compression: Compression) -> Result<NarCheck, VerifyError> {
-        verify(write_temp(bytes).path(), compression, None, &mut ())
+        verify(
+            write_temp(bytes).path(),
+            compression.into(),
+            u64::MAX,
+            None,
+            &mut (),
+        )
     }
 
     const ALL: [Compression; 3] = [Compression::None, Compression::Xz, Compression::Zstd];
@@ -206,12 +264,14 @@ mod tests {
     fn gives_file_and_nar_identities_and_progress() {
         let nar_bytes = sample_nar();
         let (nar_hash, nar_size) = sha256_of(&nar_bytes);
-        for compression in ALL {
-            let file = compress(compression, &nar_bytes);
+        let all = ALL.into_iter().map(NarCompression::from).chain(READ_ONLY);
+        for compression in all {
+            let file = compress_as_nix(compression, &nar_bytes);
             let (file_hash, file_size) = sha256_of(&file);
             let progress = Progress::default();
             let temp = write_temp(&file);
-            let check = verify(temp.path(), compression, Some(&progress), &mut ()).unwrap();
+            let check =
+                verify(temp.path(), compression, nar_size, Some(&progress), &mut ()).unwrap();
             assert_eq!(
                 check,
                 NarCheck {
@@ -381,6 +441,165 @@ mod tests {
         );
     }
 
+    /// What Nix writes with compression=bzip2, br and gzip.
+    fn compress_as_nix(compression: NarCompression, data: &[u8]) -> Vec<u8> {
+        match compression {
+            NarCompression::Written(c) => compress(c, data),
+            NarCompression::Bzip2 => {
+                let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+                enc.write_all(data).unwrap();
+                enc.finish().unwrap()
+            }
+            NarCompression::Brotli => {
+                let mut out = Vec::new();
+                {
+                    let mut enc = brotli::CompressorWriter::new(&mut out, 4096, 6, 22);
+                    enc.write_all(data).unwrap();
+                }
+                out
+            }
+            NarCompression::Gzip => {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                enc.write_all(data).unwrap();
+                enc.finish().unwrap()
+            }
+        }
+    }
+
+    const READ_ONLY: [NarCompression; 3] = [
+        NarCompression::Bzip2,
+        NarCompression::Brotli,
+        NarCompression::Gzip,
+    ];
+
+    #[test]
+    fn streams_nix_also_writes_are_read_strictly() {
+        let nar_bytes = sample_nar();
+        let nar_size = nar_bytes.len() as u64;
+        for compression in READ_ONLY {
+            let file = compress_as_nix(compression, &nar_bytes);
+            let err = verify(
+                write_temp(&file[..file.len() / 2]).path(),
+                compression,
+                nar_size,
+                None,
+                &mut (),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    VerifyError::Truncated { .. } | VerifyError::Corrupt { .. }
+                ),
+                "{compression} cut in half: {err}"
+            );
+            let mut longer = file.clone();
+            longer.extend_from_slice(&[0x55; 64]);
+            let err = verify(
+                write_temp(&longer).path(),
+                compression,
+                nar_size,
+                None,
+                &mut (),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    VerifyError::Corrupt { .. } | VerifyError::Truncated { .. }
+                ),
+                "{compression} with garbage after it: {err}"
+            );
+        }
+    }
+
+    /// A stream that expands to a NAR header announcing a file of `size`
+    /// bytes and then `size` zero bytes, as `frames` copies of one frame:
+    /// small to store, endless to decompress.
+    fn bomb(compression: NarCompression, size: u64, frames: u64) -> Vec<u8> {
+        let mut header = nar(regular(b"", false));
+        // The spelled NAR of an empty file ends with its length (0), no
+        // contents, and ")": keep the header up to the length and set it.
+        let length_at = header.len() - 24;
+        header.truncate(length_at + 8);
+        header[length_at..].copy_from_slice(&size.to_le_bytes());
+        let mut file = compress_as_nix(compression, &header);
+        let piece = vec![0; (size / frames) as usize];
+        let frame = compress_as_nix(compression, &piece);
+        for _ in 0..frames {
+            file.extend_from_slice(&frame);
+        }
+        file
+    }
+
+    #[test]
+    fn stops_at_the_stated_nar_size() {
+        // 32 GiB behind a few hundred kB; a sparse-like uncompressed NAR of
+        // 4 GiB would need a file as large, so `none` gets a 64 MiB one.
+        for compression in [
+            NarCompression::Written(Compression::Zstd),
+            NarCompression::Written(Compression::Xz),
+            NarCompression::Gzip,
+        ] {
+            let file = bomb(compression, 32 << 30, 512);
+            let progress = Progress::default();
+            let err = verify(
+                write_temp(&file).path(),
+                compression,
+                100,
+                Some(&progress),
+                &mut (),
+            )
+            .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "the NAR is longer than its NarSize of 100 bytes",
+                "{compression}"
+            );
+            let read = progress.file_bytes.load(Ordering::Relaxed);
+            assert!(
+                read < file.len() as u64 / 4,
+                "{compression}: read {read} of {}",
+                file.len()
+            );
+        }
+        let mut plain = nar(regular(&vec![0; 64 << 20], false));
+        let whole = verify_bytes(&plain, Compression::None).unwrap();
+        assert_eq!(whole.nar.size, plain.len() as u64);
+        let progress = Progress::default();
+        let temp = write_temp(&plain);
+        let err = verify(
+            temp.path(),
+            Compression::None.into(),
+            288,
+            Some(&progress),
+            &mut (),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, VerifyError::LongerThanNarSize { nar_size: 288 }),
+            "{err}"
+        );
+        assert!(progress.nar_bytes.load(Ordering::Relaxed) <= 288);
+        // Exactly NarSize is not too long; one byte more is.
+        let size = plain.len() as u64;
+        assert!(verify(temp.path(), Compression::None.into(), size, None, &mut ()).is_ok());
+        plain.push(0);
+        let err = verify(
+            write_temp(&plain).path(),
+            Compression::None.into(),
+            size,
+            None,
+            &mut (),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, VerifyError::LongerThanNarSize { .. }),
+            "{err}"
+        );
+    }
+
     /// CRC-32 (IEEE), as xz's headers use it.
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = !0u32;
@@ -397,7 +616,8 @@ mod tests {
     fn file_errors_are_the_file_s() {
         let err = verify(
             Path::new("/nonexistent/x.nar.xz"),
-            Compression::Xz,
+            Compression::Xz.into(),
+            u64::MAX,
             None,
             &mut (),
         )
@@ -409,7 +629,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for compression in ALL {
             // Reading a directory fails on the first read, not on open.
-            let err = verify(dir.path(), compression, None, &mut ()).unwrap_err();
+            let err = verify(dir.path(), compression.into(), u64::MAX, None, &mut ()).unwrap_err();
             assert!(
                 matches!(err, VerifyError::Read(ref e) if e.raw_os_error() == Some(21)),
                 "{compression}: {err:?}"

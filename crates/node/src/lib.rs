@@ -15,7 +15,8 @@ use napi::{Env, Error, Result};
 use napi_derive::napi;
 use narcache_core::nar::NarIndex;
 use narcache_core::{
-    nix32, Compression, NarIdentity, PackOptions as CoreOptions, Packed, Progress,
+    nix32, Compression, CompressionError, NarCompression, NarIdentity, PackOptions as CoreOptions,
+    Packed, Progress,
 };
 
 pub mod stream;
@@ -208,6 +209,18 @@ pub fn compression_chunk_size(compression: String) -> Result<i64> {
     Ok(compression.chunk_size().unwrap_or(0) as i64)
 }
 
+/// Whether verifyNar reads NAR files compressed as `compression` (a
+/// narinfo's `Compression:`): `read`; `unread` for one that Nix writes
+/// but narcache does not read (lz4, lzip, …); `unknown` for any other.
+#[napi(ts_return_type = "'read' | 'unread' | 'unknown'")]
+pub fn nar_compression_support(compression: String) -> &'static str {
+    match compression.parse::<NarCompression>() {
+        Ok(_) => "read",
+        Err(CompressionError::Unsupported(..)) => "unread",
+        Err(_) => "unknown",
+    }
+}
+
 /// Totals of [`PackProgress`] since the process started.
 #[napi]
 pub fn pack_progress() -> PackProgress {
@@ -257,32 +270,43 @@ pub struct VerifyProgress {
     pub nar_bytes: i64,
 }
 
-/// Reads the NAR file `file`, compressed as `compression` (`xz`, `zstd` or
-/// `none`, as a narinfo's `Compression:` says), once, with bounded memory:
-/// resolves to its hash and size and those of the NAR it decompresses to,
-/// once that NAR is known to be well formed. Rejects with a one-line message
-/// that does not name the file, e.g. `not a valid xz stream (lzma data
-/// error)`, `NAR ends early at byte 1234 (expected "entry" or ")")`,
-/// `unsupported compression "bzip2" (narcache handles zstd, xz and none)`.
-/// With `index`, the NAR's listing and debug-info files come with the result.
+/// Reads the NAR file `file`, compressed as `compression` (as a narinfo's
+/// `Compression:` says: `xz`, `zstd`, `bzip2`, `br`, `gzip` or `none`),
+/// once, with bounded memory, and, given `narSize` (its narinfo's NarSize),
+/// no further than that many bytes of NAR: resolves to its hash and size and
+/// those of the NAR it decompresses to, once that NAR is known to be well
+/// formed. Rejects with a one-line message that does not name the file,
+/// e.g. `not a valid xz stream (lzma data error)`, `NAR ends early at byte
+/// 1234 (expected "entry" or ")")`, `the NAR is longer than its NarSize of
+/// 100 bytes`, `unsupported compression "lz4" (…)`. With `index`, the NAR's
+/// listing and debug-info files come with the result.
 #[napi(ts_return_type = "Promise<NarCheck>")]
 pub fn verify_nar<'env>(
     env: &'env Env,
     file: String,
     compression: String,
+    nar_size: Option<i64>,
     index: Option<IndexOptions>,
 ) -> Result<Object<'env>> {
     on_own_thread(env, "verify", move || {
-        let compression: Compression = compression.parse().map_err(reason)?;
+        let compression: NarCompression = compression.parse().map_err(reason)?;
         let mut index = index.unwrap_or_default().index();
         let check = narcache_core::verify(
             &PathBuf::from(file),
             compression,
+            size_limit(nar_size)?,
             Some(&VERIFY_PROGRESS),
             &mut index,
         )
         .map_err(reason)?;
         Ok(nar_check(&check, index))
+    })
+}
+
+/// A size from JavaScript that bounds a stream, if one is given.
+fn size_limit(size: Option<i64>) -> Result<u64> {
+    size.map_or(Ok(u64::MAX), |size| {
+        u64::try_from(size).map_err(|_| reason(format!("a size must not be negative: {size}")))
     })
 }
 

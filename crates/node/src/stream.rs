@@ -19,10 +19,11 @@ use napi::bindgen_prelude::{Buffer, Object, Promise};
 use napi::threadsafe_function::ThreadsafeFunction;
 use napi::{Env, Result, Status};
 use napi_derive::napi;
-use narcache_core::Compression;
+use narcache_core::NarCompression;
 
 use crate::{
-    core_options, nar_check, on_own_thread, pack_result, reason, CancelToken, IndexOptions,
+    core_options, nar_check, on_own_thread, pack_result, reason, size_limit, CancelToken,
+    IndexOptions,
     PackOptions, PackResult, VERIFY_PROGRESS,
 };
 
@@ -81,10 +82,12 @@ pub fn verify_nar_stream<'env>(
     env: &'env Env,
     compression: String,
     #[napi(ts_arg_type = "() => Promise<Buffer | null>")] read: ChunkProducer,
+    nar_size: Option<i64>,
     index: Option<IndexOptions>,
 ) -> Result<Object<'env>> {
     on_own_thread(env, "verify", move || {
-        let compression: Compression = compression.parse().map_err(reason)?;
+        let compression: NarCompression = compression.parse().map_err(reason)?;
+        let nar_size = size_limit(nar_size)?;
         let reader = ChunkReader {
             read,
             chunk: Buffer::from(Vec::new()),
@@ -92,9 +95,14 @@ pub fn verify_nar_stream<'env>(
             ended: false,
         };
         let mut index = index.unwrap_or_default().index();
-        let check =
-            narcache_core::verify_reader(reader, compression, Some(&VERIFY_PROGRESS), &mut index)
-                .map_err(reason)?;
+        let check = narcache_core::verify_reader(
+            reader,
+            compression,
+            nar_size,
+            Some(&VERIFY_PROGRESS),
+            &mut index,
+        )
+        .map_err(reason)?;
         Ok(nar_check(&check, index))
     })
 }

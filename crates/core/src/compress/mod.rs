@@ -1,5 +1,6 @@
-//! The compressors of a binary cache: zstd, xz and none, and their
-//! decompressors.
+//! The compressors of a binary cache: zstd, xz and none, and the
+//! decompressors of those and of what else Nix writes and narcache reads:
+//! bzip2, brotli (`br`) and gzip.
 //!
 //! Both real compressors always write what their multi-threaded encoder
 //! writes with a fixed block (xz) or job (zstd) size. Their output then
@@ -16,6 +17,9 @@ use std::fmt;
 use std::io::{self, BufReader, Read, Write};
 use std::str::FromStr;
 
+use brotli_decompressor::Decompressor as BrotliDecoder;
+use bzip2::bufread::MultiBzDecoder;
+use flate2::bufread::MultiGzDecoder;
 use liblzma::bufread::XzDecoder;
 use liblzma::stream::{Check, MtStreamBuilder, Stream, CONCATENATED};
 use liblzma::write::XzEncoder;
@@ -32,6 +36,8 @@ const ZSTD_JOB_SIZE: u32 = 8 << 20;
 pub const DECODER_MEMORY_LIMIT: u64 = 1 << ZSTD_WINDOW_LOG_MAX;
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 const DECODER_INPUT_BUFFER: usize = 128 * 1024;
+/// brotli's decoder reads its input through a buffer of its own.
+const BROTLI_INPUT_BUFFER: usize = 128 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -44,9 +50,10 @@ pub enum Compression {
 pub enum CompressionError {
     #[error("unknown compression {0:?} (expected zstd, xz or none)")]
     Unknown(String),
-    /// One that Nix knows but narcache does not handle.
-    #[error("unsupported compression {0:?} (narcache handles zstd, xz and none)")]
-    Unsupported(String),
+    /// One that Nix knows but narcache does not write (or, for
+    /// [`NarCompression`], read).
+    #[error("unsupported compression {0:?} (narcache {1})")]
+    Unsupported(String, &'static str),
     #[error("compression level {level} is out of range for {compression} ({min} to {max})")]
     LevelOutOfRange {
         compression: Compression,
@@ -134,8 +141,61 @@ impl FromStr for Compression {
             "none" => Ok(Compression::None),
             "xz" => Ok(Compression::Xz),
             "zstd" => Ok(Compression::Zstd),
-            "bzip2" | "gzip" | "br" => Err(CompressionError::Unsupported(s.to_owned())),
+            "bzip2" | "gzip" | "br" => Err(CompressionError::Unsupported(s.to_owned(), WRITES)),
             _ => Err(CompressionError::Unknown(s.to_owned())),
+        }
+    }
+}
+
+const WRITES: &str = "writes zstd, xz and none";
+const READS: &str = "reads zstd, xz, bzip2, br, gzip and none";
+
+/// How a NAR file of a cache is compressed, as its narinfo's `Compression:`
+/// says: what narcache writes, and what else Nix writes that narcache reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NarCompression {
+    Written(Compression),
+    Bzip2,
+    Brotli,
+    Gzip,
+}
+
+impl NarCompression {
+    pub fn name(self) -> &'static str {
+        match self {
+            NarCompression::Written(c) => c.name(),
+            NarCompression::Bzip2 => "bzip2",
+            NarCompression::Brotli => "br",
+            NarCompression::Gzip => "gzip",
+        }
+    }
+}
+
+impl fmt::Display for NarCompression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<Compression> for NarCompression {
+    fn from(c: Compression) -> Self {
+        NarCompression::Written(c)
+    }
+}
+
+impl FromStr for NarCompression {
+    type Err = CompressionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bzip2" => Ok(NarCompression::Bzip2),
+            "br" => Ok(NarCompression::Brotli),
+            "gzip" => Ok(NarCompression::Gzip),
+            // The other filters of libarchive, through which Nix writes
+            // any compression it has no code of its own for.
+            "lz4" | "lzip" | "lzma" | "lzop" | "compress" | "grzip" | "lrzip" => {
+                Err(CompressionError::Unsupported(s.to_owned(), READS))
+            }
+            _ => s.parse().map(NarCompression::Written),
         }
     }
 }
@@ -213,9 +273,36 @@ impl<W: Write> Write for Encoder<W> {
 pub enum Decoder<R: Read> {
     Xz(XzDecoder<BufReader<R>>),
     Zstd(::zstd::stream::read::Decoder<'static, BufReader<R>>),
+    Bzip2(MultiBzDecoder<BufReader<R>>),
+    /// None once the stream has ended and nothing follows it.
+    Brotli(Option<BrotliDecoder<R>>),
+    Gzip(MultiGzDecoder<BufReader<R>>),
 }
 
 impl<R: Read> Decoder<R> {
+    /// The decoder of `compression`; an uncompressed file has none.
+    pub fn new(compression: NarCompression, inner: R) -> io::Result<Self> {
+        let buffered = |inner| BufReader::with_capacity(DECODER_INPUT_BUFFER, inner);
+        Ok(match compression {
+            NarCompression::Written(Compression::None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "an uncompressed file has no decoder",
+                ))
+            }
+            NarCompression::Written(Compression::Xz) => Self::xz(inner)?,
+            NarCompression::Written(Compression::Zstd) => Self::zstd(inner)?,
+            // bzip2's blocks take at most 900 kB (3.6 MB decoded); brotli's
+            // window is at most 16 MiB (the large-window extension is off);
+            // gzip's is 32 KiB: memory is bounded whatever the header says.
+            NarCompression::Bzip2 => Decoder::Bzip2(MultiBzDecoder::new(buffered(inner))),
+            NarCompression::Brotli => {
+                Decoder::Brotli(Some(BrotliDecoder::new(inner, BROTLI_INPUT_BUFFER)))
+            }
+            NarCompression::Gzip => Decoder::Gzip(MultiGzDecoder::new(buffered(inner))),
+        })
+    }
+
     pub fn xz(inner: R) -> io::Result<Self> {
         let stream = Stream::new_stream_decoder(DECODER_MEMORY_LIMIT, CONCATENATED)?;
         let input = BufReader::with_capacity(DECODER_INPUT_BUFFER, inner);
@@ -235,6 +322,9 @@ impl<R: Read> Read for Decoder<R> {
         match self {
             Decoder::Xz(d) => d.read(buf),
             Decoder::Zstd(d) => d.read(buf),
+            Decoder::Bzip2(d) => d.read(buf),
+            Decoder::Brotli(d) => read_brotli(d, buf),
+            Decoder::Gzip(d) => d.read(buf),
         }
     }
 }
@@ -266,6 +356,32 @@ pub fn decompress_bytes(compression: Compression, data: &[u8], max: u64) -> io::
         )));
     }
     Ok(out)
+}
+
+/// brotli's reader ends with its stream and ignores what follows; this one
+/// refuses it, as xz's and zstd's readers do.
+fn read_brotli<R: Read>(
+    decoder: &mut Option<BrotliDecoder<R>>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let Some(d) = decoder else {
+        return Ok(0);
+    };
+    let n = d.read(buf)?;
+    if n > 0 || buf.is_empty() {
+        return Ok(n);
+    }
+    // Read again, it fails if input is left in its buffer; then the rest.
+    d.read(buf)?;
+    if let Some(d) = decoder.take() {
+        if d.into_inner().read(&mut [0])? > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "data after the end of the brotli stream",
+            ));
+        }
+    }
+    Ok(0)
 }
 
 #[cfg(test)]
@@ -351,7 +467,18 @@ mod tests {
         assert_eq!("none".parse::<Compression>().unwrap().extension(), ".nar");
         assert_eq!(
             "bzip2".parse::<Compression>().unwrap_err().to_string(),
-            "unsupported compression \"bzip2\" (narcache handles zstd, xz and none)"
+            "unsupported compression \"bzip2\" (narcache writes zstd, xz and none)"
+        );
+        for name in ["none", "xz", "zstd", "bzip2", "br", "gzip"] {
+            assert_eq!(name.parse::<NarCompression>().unwrap().name(), name);
+        }
+        assert_eq!(
+            "lz4".parse::<NarCompression>().unwrap_err().to_string(),
+            "unsupported compression \"lz4\" (narcache reads zstd, xz, bzip2, br, gzip and none)"
+        );
+        assert_eq!(
+            "lzmb".parse::<NarCompression>(),
+            Err(CompressionError::Unknown("lzmb".into()))
         );
         assert_eq!(
             "lzma".parse::<Compression>(),
