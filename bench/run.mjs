@@ -527,7 +527,7 @@ async function main() {
         } else {
           for (let k = 2; k <= options.repeat; k++) {
             for (const [run, res] of members) {
-              const again = await pass(run, '.again');
+              const again = await pass(run, `.again${k}`);
               if (again.code !== 0) {
                 res.error = `pass ${k}: exit ${again.code ?? again.signal}`;
                 failed = true;
