@@ -21,6 +21,7 @@ export type CancelToken = Binding.CancelToken;
 export const {
   CancelToken,
   compressionChunkSize,
+  lockDirectory,
   nix32Decode,
   nix32Encode,
   pack,
@@ -29,6 +30,7 @@ export const {
   readStoreDb,
   scanStore,
   syncFiles,
+  unlockDirectory,
   verifyNar,
   verifyNarStream,
   verifyProgress,

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { lockCacheDirectory } from '../cache-lock';
 import { NarcacheError } from '../errors';
 import type { PackResult } from '../native';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
@@ -18,7 +19,9 @@ const LAYOUT_DIRS = ['nar', 'realisations', 'log', 'debuginfo', 'build-trace-v2'
 export class DirectoryDestination implements Destination {
   readonly location: string;
   /** NAR files written since the last sync: the next narinfos wait for them. */
-  private unsynced: string[] = [];
+  protected unsynced: string[] = [];
+  /** Releases the shared lock taken by open (see lockCacheDirectory). */
+  private unlock?: () => void;
 
   constructor(dir: string) {
     this.location = path.resolve(dir);
@@ -35,6 +38,8 @@ export class DirectoryDestination implements Destination {
     });
     if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(storeDir));
     else checkCacheInfo(this.location, existing, storeDir);
+    // A file system without locks leaves writers unlocked, as before; only prune needs the lock.
+    this.unlock ??= await lockCacheDirectory(this.location, 'shared').catch(() => undefined);
   }
 
   async hasNarinfo(hashPart: string): Promise<boolean> {
@@ -73,8 +78,11 @@ export class DirectoryDestination implements Destination {
     await makeDurable([this.location]);
   }
 
-  /** Nothing stays open between writes. */
-  close(): void {}
+  /** Releases the lock open took; no file stays open between writes. */
+  close(): void {
+    this.unlock?.();
+    this.unlock = undefined;
+  }
 
   private narinfoPath(hashPart: string): string {
     return path.join(this.location, `${hashPart}.narinfo`);
@@ -104,9 +112,7 @@ export async function writeFilesAtomic(
   files: { target: string; text: string }[],
   options: WriteFileOptions = {},
 ): Promise<void> {
-  const temps = files.map(({ target }) =>
-    path.join(path.dirname(target), `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`),
-  );
+  const temps = files.map(({ target }) => temporaryName(target));
   let target: string | undefined;
   try {
     await Promise.all(files.map((file, i) => writeNew(temps[i], file.text, options.mode)));
@@ -128,6 +134,11 @@ export async function writeFilesAtomic(
   }
 }
 
+/** A name beside `target` to write it under until it is complete. */
+export function temporaryName(target: string): string {
+  return path.join(path.dirname(target), `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`);
+}
+
 async function writeNew(file: string, text: string, mode: number | undefined): Promise<void> {
   const handle = await fs.open(file, 'wx', mode ?? 0o644);
   try {
@@ -140,7 +151,7 @@ async function writeNew(file: string, text: string, mode: number | undefined): P
 }
 
 /** A failed file system call as one line: the path and the system's reason. */
-function writeError(e: NodeJS.ErrnoException): never {
+export function writeError(e: NodeJS.ErrnoException): never {
   const reason = e.message.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/, '');
   throw new NarcacheError(`cannot write ${e.path ?? 'the cache'}: ${reason}`);
 }
