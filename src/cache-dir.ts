@@ -1,10 +1,18 @@
+import { createReadStream, createWriteStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import type { Cache, NarFile } from './cache';
+import { pipeline } from 'node:stream/promises';
+import { checkedStream, type Cache, type CacheFile, type NarFile } from './cache';
+import { lockCacheDirectory } from './cache-lock';
 import { NarcacheError } from './errors';
+import { limiter } from './limit';
 import { verifyNar } from './native';
 import { parseNarinfo, type Narinfo } from './narinfo';
-import { DirectoryDestination, TEMP_PREFIX } from './publish/directory';
+import { DirectoryDestination, TEMP_PREFIX, temporaryName, writeError } from './publish/directory';
+
+// Calls on files (stat, unlink) at once: they wait on the disk, not the CPU.
+const FILE_CALLS = 32;
+const READ_CHUNK = 1 << 20;
 
 // Far more than any narinfo needs; a larger file is refused unread.
 const MAX_NARINFO_BYTES = 1 << 20;
@@ -40,9 +48,13 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
   }
 
   async readNarinfo(file: string): Promise<Narinfo> {
+    return parseNarinfoFile(await this.readNarinfoText(file), file);
+  }
+
+  async readNarinfoText(file: string): Promise<string> {
     const full = path.join(this.location, file);
     checkNarinfoSize((await fs.stat(full)).size);
-    return parseNarinfoFile(await fs.readFile(full, 'utf8'), file);
+    return fs.readFile(full, 'utf8');
   }
 
   readCacheInfo(): Promise<string | undefined> {
@@ -62,10 +74,15 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
     if (!real.startsWith(narDir + path.sep)) return { problem: `leads outside nar/ (to ${real})` };
     const stat = await fs.stat(real);
     if (!stat.isFile()) return { problem: 'is not a regular file' };
-    return { id: real, size: stat.size, check: (compression) => verifyNar(real, compression) };
+    return {
+      id: real,
+      size: stat.size,
+      check: (compression) => verifyNar(real, compression),
+      read: () => createReadStream(real, { highWaterMark: READ_CHUNK }),
+    };
   }
 
-  async narFiles(): Promise<string[]> {
+  async narFiles(): Promise<CacheFile[]> {
     const found: string[] = [];
     const walk = async (rel: string) => {
       let entries;
@@ -81,6 +98,56 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
       }
     };
     await walk('nar');
-    return found.sort();
+    return this.stat(found.sort());
+  }
+
+  async temporaryFiles(): Promise<CacheFile[]> {
+    const found: string[] = [];
+    for (const sub of ['', 'nar']) {
+      const names = await fs.readdir(path.join(this.location, sub)).catch(() => []);
+      found.push(...names.filter((n) => n.startsWith(TEMP_PREFIX)).map((n) => path.posix.join(sub, n)));
+    }
+    return this.stat(found);
+  }
+
+  async remove(files: (string | CacheFile)[]): Promise<void> {
+    const limit = limiter(FILE_CALLS);
+    await Promise.all(
+      files.map((f) =>
+        limit(() => fs.rm(path.join(this.location, typeof f === 'string' ? f : f.file), { force: true }).catch(writeError)),
+      ),
+    );
+  }
+
+  /** Streams the file into a temporary one beside its target, renamed into place once checked. */
+  async copyNar(url: string, from: NarFile, expected: { fileHash: Buffer; fileSize: number }): Promise<boolean> {
+    const target = path.join(this.location, url);
+    const temp = temporaryName(target);
+    try {
+      await pipeline(checkedStream(from.read(), expected, url), createWriteStream(temp, { flags: 'wx', mode: 0o644 }));
+      await fs.rename(temp, target);
+    } catch (e) {
+      await fs.rm(temp, { force: true }).catch(() => undefined);
+      if (e instanceof NarcacheError || !(e as NodeJS.ErrnoException).syscall) throw e;
+      writeError(e as NodeJS.ErrnoException);
+    }
+    this.unsynced.push(target);
+    return true;
+  }
+
+  lockExclusive(onWait?: () => void): Promise<() => void> {
+    return lockCacheDirectory(this.location, 'exclusive', onWait);
+  }
+
+  /** The files (relative to the cache) that still exist, with their sizes and times. */
+  private async stat(files: string[]): Promise<CacheFile[]> {
+    const limit = limiter(FILE_CALLS);
+    const stats = await Promise.all(
+      files.map((file) => limit(() => fs.lstat(path.join(this.location, file)).catch(() => undefined))),
+    );
+    return files.flatMap((file, i) => {
+      const s = stats[i];
+      return s ? [{ file, size: s.size, modified: s.mtimeMs }] : [];
+    });
   }
 }

@@ -1,6 +1,9 @@
+import { createHash } from 'node:crypto';
+import { NarcacheError } from './errors';
 import type { NarCheck } from './native';
 import type { Narinfo } from './narinfo';
 import type { Destination } from './publish/destination';
+import type { S3Location } from './publish/s3-location';
 
 /** A NAR file of a cache, found where a narinfo's URL says. */
 export interface NarFile {
@@ -12,6 +15,20 @@ export interface NarFile {
    * reason that does not name the file.
    */
   check(compression: string): Promise<NarCheck>;
+  /** The file's bytes, streamed in pieces of about a MiB. */
+  read(): AsyncIterable<Buffer>;
+  /** Where it lies, if in a bucket: another bucket of the same service copies it without downloading it. */
+  object?: { location: S3Location; key: string };
+}
+
+/** A file of a cache, relative to it, as a listing gives it. */
+export interface CacheFile {
+  file: string;
+  size: number;
+  /** Last modification (for S3: upload, or start of an unfinished upload), in ms since the epoch. */
+  modified: number;
+  /** The id of an unfinished multipart upload (S3), which this entry stands for. */
+  uploadId?: string;
 }
 
 /**
@@ -23,6 +40,8 @@ export interface Cache extends Destination {
   narinfoFiles(): Promise<string[]>;
   /** Reads and parses one; the error says what is wrong, without the file name. */
   readNarinfo(file: string): Promise<Narinfo>;
+  /** The text of one, byte for byte (refused unread if too large for a narinfo). */
+  readNarinfoText(file: string): Promise<string>;
   /** The text of `nix-cache-info`, or undefined if it is missing or unreadable. */
   readCacheInfo(): Promise<string | undefined>;
   /**
@@ -31,5 +50,48 @@ export interface Cache extends Destination {
    */
   narFile(url: string): Promise<NarFile | { problem: string }>;
   /** Every file below `nar/`, relative to the cache, but those being written. */
-  narFiles(): Promise<string[]>;
+  narFiles(): Promise<CacheFile[]>;
+  /**
+   * What writers left behind or are still writing: temporary files (a
+   * directory's, beside the narinfos and in `nar/`), temporary objects and
+   * unfinished multipart uploads (a bucket's).
+   */
+  temporaryFiles(): Promise<CacheFile[]>;
+  /** Removes these files (narinfos, NAR files, temporary files) at once; one already gone is no error. */
+  remove(files: (string | CacheFile)[]): Promise<void>;
+  /**
+   * Writes the NAR file `from` (of another cache) under `url`, checking
+   * while it streams that it has `expected` size and SHA-256, and leaving
+   * nothing under `url` if not; like writeNar, durable with the next
+   * narinfos. Resolves to whether the bytes went through this process (false: a server-side copy).
+   */
+  copyNar(url: string, from: NarFile, expected: { fileHash: Buffer; fileSize: number }): Promise<boolean>;
+  /**
+   * Keeps narcache's writers (build, copy: see lockCacheDirectory) out until
+   * the function it resolves to is called, once those writing have ended;
+   * `onWait` is called if it has to wait. A bucket has no such lock.
+   */
+  lockExclusive(onWait?: () => void): Promise<() => void>;
+}
+
+/**
+ * The bytes of `source` passed on as they come, while their size and
+ * SHA-256 are checked against `expected`: the stream fails (naming `url`)
+ * as soon as it is longer than stated, or at its end if it differs.
+ */
+export async function* checkedStream(
+  source: AsyncIterable<Buffer>,
+  expected: { fileHash: Buffer; fileSize: number },
+  url: string,
+): AsyncGenerator<Buffer> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of source) {
+    size += chunk.length;
+    if (size > expected.fileSize) throw new NarcacheError(`${url} is longer than its FileSize, ${expected.fileSize} bytes`);
+    hash.update(chunk);
+    yield chunk;
+  }
+  if (size !== expected.fileSize) throw new NarcacheError(`FileSize is ${expected.fileSize} but ${url} has ${size} bytes`);
+  if (!hash.digest().equals(expected.fileHash)) throw new NarcacheError(`FileHash does not match ${url}`);
 }

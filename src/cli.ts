@@ -3,7 +3,9 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { buildCache } from './build';
 import type { Compression } from './pack';
 import { formatSummary, progressReporter } from './report/progress';
+import { formatPruneSummary, pruneReporter } from './report/prune';
 import { formatFindings, formatVerifySummary, verifyReporter } from './report/verify';
+import { pruneCache } from './prune';
 import { signCache } from './sign-cache';
 import { formatPublicKey, keygen, parsePublicKey, readSecretKeyFile } from './signing';
 import type { ClosureSource } from './sources/load';
@@ -54,7 +56,9 @@ function sourceOption(flags: string, description: string): Option {
   return option.conflicts(SOURCE_OPTIONS.filter((name) => name !== option.attributeName()));
 }
 
-function sourceOf(opts: BuildFlags): ClosureSource {
+type SourceFlags = Pick<BuildFlags, 'fromAttrs' | 'fromRegistration' | 'fromPathInfo' | 'db' | 'scan'>;
+
+function sourceOf(opts: SourceFlags): ClosureSource {
   if (opts.fromAttrs !== undefined) return { kind: 'attrs', file: opts.fromAttrs };
   if (opts.fromRegistration !== undefined) return { kind: 'registration', file: opts.fromRegistration };
   if (opts.fromPathInfo !== undefined) return { kind: 'path-info', file: opts.fromPathInfo };
@@ -208,6 +212,52 @@ program
     }
     if (!report.ok) process.exitCode = 1;
   });
+
+program
+  .command('prune')
+  .description(
+    'remove from CACHE (a directory or s3:// URL) every narinfo outside the closure of the paths to keep, then every NAR ' +
+      'file no remaining narinfo names, then temporary files and unfinished uploads older than the grace age; referrers go ' +
+      'before what they refer to, so the cache stays sound throughout. In a directory, prune waits for builds and copies ' +
+      'into it to end, and they wait for it',
+  )
+  .argument('<cache>', 'the cache: a directory, or s3://BUCKET[/PREFIX]?… as for build -o')
+  .option('--keep <paths...>', 'store paths (or symlinks into the store such as ./result) whose closures stay')
+  .option('--keep-from <file>', "a file of store paths to keep, one a line; '-' reads stdin (repeatable)", collect)
+  .addOption(sourceOption('--from-attrs <file>', "keep the closure a derivation's .attrs.json holds (with --keep: of those paths)"))
+  .addOption(sourceOption('--from-registration <file>', "keep the closure a closureInfo registration file or nix-store --dump-db output holds"))
+  .addOption(sourceOption('--from-path-info <file>', 'keep the closure nix path-info --json --recursive output holds'))
+  .addOption(sourceOption('--db <path>', "keep the closures of the --keep paths as Nix's SQLite database records them"))
+  .option('--ignore-missing', 'prune even if a path to keep is not in the cache (otherwise nothing is removed)')
+  .option('--grace <seconds>', 'leave unnamed NAR files and temporary files younger than this (a writer may still name them)', integer(0), 3600)
+  .option('--dry-run', 'list what would be removed (on stdout) and how many bytes, remove nothing')
+  .option('--json', 'print a JSON summary on stdout instead of the text summary')
+  .action(
+    async (
+      cache: string,
+      opts: SourceFlags & { keep?: string[]; keepFrom?: string[]; ignoreMissing?: boolean; grace: number; dryRun?: boolean; json?: boolean },
+    ) => {
+      const reporter = pruneReporter(process.stderr, process.stdout, !!opts.dryRun && !opts.json);
+      let summary;
+      try {
+        summary = await pruneCache(cache, {
+          keep: opts.keep,
+          keepFrom: opts.keepFrom,
+          source: sourceOf(opts).kind === 'nix' ? undefined : sourceOf(opts),
+          ignoreMissing: opts.ignoreMissing,
+          graceSeconds: opts.grace,
+          dryRun: opts.dryRun,
+          onProgress: reporter.onProgress,
+          onRemove: reporter.onRemove,
+          onWait: () => process.stderr.write(`narcache: waiting for the builds writing into ${cache} to end\n`),
+        });
+      } finally {
+        reporter.done();
+      }
+      if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
+      else process.stderr.write(formatPruneSummary(summary));
+    },
+  );
 
 const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
 let exitCodeForSignal: number | undefined;

@@ -4,7 +4,7 @@
  */
 export { buildCache, writeCache } from './build';
 export type { BuildOptions, BuildProgress, BuildSummary, WriteOptions } from './build';
-export type { Cache, NarFile } from './cache';
+export type { Cache, CacheFile, NarFile } from './cache';
 export { DirectoryCache } from './cache-dir';
 export type { Closure, PathInfo } from './closure';
 export { InterruptedError, NarcacheError } from './errors';
@@ -25,6 +25,8 @@ export type { S3DestinationOptions } from './publish/s3';
 export { S3Cache } from './publish/s3-cache';
 export { parseS3Url } from './publish/s3-location';
 export type { S3Location } from './publish/s3-location';
+export { pruneCache } from './prune';
+export type { PruneOptions, PruneProgress, PruneRemoval, PruneSummary } from './prune';
 export { signCache } from './sign-cache';
 export type { SignCacheOptions, SignSummary } from './sign-cache';
 export {

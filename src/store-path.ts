@@ -35,3 +35,8 @@ export function checkStorePath(p: string, storeDir: string): string {
   if (!isStorePath(p, storeDir)) throw new NarcacheError(`${p}: not a store path in ${storeDir}`);
   return p;
 }
+
+/** The store directory a cache's `nix-cache-info` names (`/nix/store` if it names none). */
+export function storeDirOf(cacheInfo: string): string {
+  return /^StoreDir: (.*)$/m.exec(cacheInfo)?.[1] ?? DEFAULT_STORE_DIR;
+}

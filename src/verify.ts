@@ -7,7 +7,7 @@ import type { Narinfo } from './narinfo';
 import { withCache } from './publish/open';
 import { runWithBudget } from './schedule';
 import { fingerprint, parseSignature, verifySignature, type PublicKey } from './signing';
-import { DEFAULT_STORE_DIR, hashPart, isStorePath } from './store-path';
+import { DEFAULT_STORE_DIR, hashPart, isStorePath, storeDirOf } from './store-path';
 
 export interface VerifyOptions {
   /**
@@ -148,7 +148,7 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
   }
   report();
 
-  const orphans = (await cache.narFiles()).filter((f) => !named.has(f));
+  const orphans = (await cache.narFiles()).map((f) => f.file).filter((f) => !named.has(f));
   problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   return {
     ok: problems.length === 0,
@@ -254,7 +254,7 @@ function checkSignatures(n: Narinfo, hashReadable: boolean, trusted: PublicKey[]
  * otherwise why not. Nix joins the URL to the cache directory as it is, so
  * `../` or an absolute URL would make it read any file.
  */
-function narUrl(url: string): string | { outside: string } {
+export function narUrl(url: string): string | { outside: string } {
   if (/^[a-z][a-z0-9+.-]*:/i.test(url) || url.startsWith('/')) return { outside: 'is not relative to the cache' };
   const parts = url.split('/');
   if (parts[0] !== 'nar' || parts.length < 2 || parts.some((p) => p === '' || p === '.' || p === '..')) {
@@ -300,5 +300,5 @@ async function readStoreDir(cache: Cache, problems: VerifyProblem[]): Promise<st
     problems.push({ file: 'nix-cache-info', problem: 'missing or unreadable' });
     return DEFAULT_STORE_DIR;
   }
-  return /^StoreDir: (.*)$/m.exec(text)?.[1] ?? DEFAULT_STORE_DIR;
+  return storeDirOf(text);
 }

@@ -1,12 +1,18 @@
 import type { Readable } from 'node:stream';
-import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
-import type { Cache, NarFile } from '../cache';
+import { DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
+import { checkedStream, type Cache, type CacheFile, type NarFile } from '../cache';
 import { checkNarinfoSize, parseNarinfoFile } from '../cache-dir';
+import { NarcacheError } from '../errors';
 import { verifyNarStream } from '../native';
 import type { Narinfo } from '../narinfo';
 import { TEMP_PREFIX } from './directory';
 import { S3Destination } from './s3';
 import { isNotFound, request, s3Failure } from './s3-client';
+import { sameService } from './s3-location';
+import { copyObject, temporaryNarPrefix, uploadStream } from './s3-upload';
+
+// S3's most keys in one DeleteObjects request.
+const DELETE_BATCH = 1000;
 
 // Downloaded bytes go to the Rust core in pieces of about this size: few
 // calls across, little memory.
@@ -16,7 +22,7 @@ const CHECK_CHUNK = 1 << 20;
 export class S3Cache extends S3Destination implements Cache {
   async narinfoFiles(): Promise<string[]> {
     const names: string[] = [];
-    for await (const key of this.listKeys(this.s3.prefix, '/')) {
+    for await (const { key } of this.listObjects(this.s3.prefix, '/')) {
       const name = key.slice(this.s3.prefix.length);
       if (name.endsWith('.narinfo') && !name.startsWith(TEMP_PREFIX)) names.push(name);
     }
@@ -24,6 +30,10 @@ export class S3Cache extends S3Destination implements Cache {
   }
 
   async readNarinfo(file: string): Promise<Narinfo> {
+    return parseNarinfoFile(await this.readNarinfoText(file), file);
+  }
+
+  async readNarinfoText(file: string): Promise<string> {
     const { Body, ContentLength } = await this.small(() =>
       request(this.s3, `reading ${file}`, () => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(file) }))),
     );
@@ -33,7 +43,7 @@ export class S3Cache extends S3Destination implements Cache {
       (Body as Readable).destroy();
       throw e;
     }
-    return parseNarinfoFile(await Body!.transformToString('utf8'), file);
+    return Body!.transformToString('utf8');
   }
 
   readCacheInfo(): Promise<string | undefined> {
@@ -50,22 +60,90 @@ export class S3Cache extends S3Destination implements Cache {
       if (isNotFound(e)) return { problem: 'is missing' };
       throw s3Failure(this.s3, `looking up ${url}`, e);
     }
-    return { id: Key, size: size ?? 0, check: (compression) => this.checkObject(Key, url, compression) };
+    return {
+      id: Key,
+      size: size ?? 0,
+      check: (compression) => this.checkObject(Key, url, compression),
+      read: () => this.readObject(Key, url),
+      object: { location: this.s3, key: Key },
+    };
   }
 
-  async narFiles(): Promise<string[]> {
-    const names: string[] = [];
-    for await (const key of this.listKeys(this.key('nar/'))) {
-      const name = key.slice(this.s3.prefix.length);
-      if (!name.split('/').some((part) => part.startsWith(TEMP_PREFIX))) names.push(name);
+  async narFiles(): Promise<CacheFile[]> {
+    const files: CacheFile[] = [];
+    for await (const { key, size, modified } of this.listObjects(this.key('nar/'))) {
+      const file = key.slice(this.s3.prefix.length);
+      if (!file.split('/').some((part) => part.startsWith(TEMP_PREFIX))) files.push({ file, size, modified });
     }
-    return names.sort();
+    return files.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
+  }
+
+  async temporaryFiles(): Promise<CacheFile[]> {
+    const files: CacheFile[] = [];
+    for await (const { key, size, modified } of this.listObjects(temporaryNarPrefix(this.s3))) {
+      files.push({ file: key.slice(this.s3.prefix.length), size, modified });
+    }
+    for await (const { key, uploadId, started } of this.listUploads(this.s3.prefix)) {
+      files.push({ file: key.slice(this.s3.prefix.length), size: 0, modified: started, uploadId });
+    }
+    return files;
+  }
+
+  /** Objects go a thousand per request; unfinished uploads are aborted. */
+  async remove(files: (string | CacheFile)[]): Promise<void> {
+    const entries: { file: string; uploadId?: string }[] = files.map((f) => (typeof f === 'string' ? { file: f } : f));
+    const uploads = entries.filter((f) => f.uploadId !== undefined);
+    const objects = entries.filter((f) => f.uploadId === undefined).map((f) => this.key(f.file));
+    const batches: Promise<unknown>[] = uploads.map((u) => this.abortUpload(this.key(u.file), u.uploadId!));
+    for (let start = 0; start < objects.length; start += DELETE_BATCH) {
+      const Objects = objects.slice(start, start + DELETE_BATCH).map((Key) => ({ Key }));
+      batches.push(
+        this.small(async () => {
+          const { Errors } = await request(this.s3, `deleting ${Objects.length} objects`, () =>
+            this.client.send(new DeleteObjectsCommand({ Bucket: this.s3.bucket, Delete: { Objects, Quiet: true } })),
+          );
+          const failed = (Errors ?? []).find((e) => e.Code !== 'NoSuchKey');
+          if (failed) throw new NarcacheError(`${this.location}: deleting ${failed.Key} failed: ${failed.Code} ${failed.Message ?? ''}`.trim());
+        }),
+      );
+    }
+    await Promise.all(batches);
+  }
+
+  /**
+   * From a bucket of the same service, a server-side copy: the bytes never
+   * pass through narcache, so only the size is checked (run verify on the
+   * copy to check the hashes); otherwise streamed and checked on the way.
+   */
+  async copyNar(url: string, from: NarFile, expected: { fileHash: Buffer; fileSize: number }): Promise<boolean> {
+    if (from.object && sameService(from.object.location, this.s3)) {
+      if (from.size !== expected.fileSize) throw new NarcacheError(`FileSize is ${expected.fileSize} but ${url} has ${from.size} bytes`);
+      await request(this.s3, `copying ${url}`, () =>
+        copyObject(this.upload, { bucket: from.object!.location.bucket, key: from.object!.key }, this.key(url), from.size),
+      );
+      return false;
+    }
+    await uploadStream(this.upload, url, checkedStream(from.read(), expected, url));
+    return true;
+  }
+
+  /** A bucket has no lock: see the README on running prune beside a publish. */
+  async lockExclusive(): Promise<() => void> {
+    return () => undefined;
+  }
+
+  private async *readObject(Key: string, url: string): AsyncGenerator<Buffer> {
+    const { Body } = await request(this.s3, `reading ${url}`, () => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key })));
+    const body = Body as Readable;
+    try {
+      yield* body;
+    } finally {
+      body.destroy();
+    }
   }
 
   private async checkObject(Key: string, url: string, compression: string) {
-    const { Body } = await request(this.s3, `reading ${url}`, () => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key })));
-    const body = Body as Readable;
-    const pieces = body[Symbol.asyncIterator]();
+    const pieces = this.readObject(Key, url)[Symbol.asyncIterator]();
     const read = async (): Promise<Buffer | null> => {
       const chunk: Buffer[] = [];
       let length = 0;
@@ -80,7 +158,7 @@ export class S3Cache extends S3Destination implements Cache {
     try {
       return await verifyNarStream(compression, read);
     } finally {
-      body.destroy();
+      await pieces.return(undefined);
     }
   }
 }

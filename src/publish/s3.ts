@@ -41,7 +41,7 @@ export class S3Destination implements Destination {
   protected readonly client: S3Client;
   /** For small requests: HEADs, GETs of narinfos, clean-up. */
   protected readonly small = limiter(SMALL_REQUESTS);
-  private readonly upload: UploadContext;
+  protected readonly upload: UploadContext;
 
   constructor(
     readonly s3: S3Location,
@@ -121,23 +121,8 @@ export class S3Destination implements Destination {
   private async cleanUp(): Promise<void> {
     const prefix = temporaryNarPrefix(this.s3);
     const removals: Promise<unknown>[] = [];
-    for (let KeyMarker: string | undefined, UploadIdMarker: string | undefined; ; ) {
-      const page = await request(this.s3, 'listing unfinished uploads', () =>
-        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.s3.bucket, Prefix: prefix, KeyMarker, UploadIdMarker })),
-      );
-      for (const { Key, UploadId } of page.Uploads ?? []) {
-        removals.push(
-          this.small(() =>
-            request(this.s3, `aborting the unfinished upload of ${Key}`, () =>
-              this.client.send(new AbortMultipartUploadCommand({ Bucket: this.s3.bucket, Key, UploadId })),
-            ),
-          ),
-        );
-      }
-      if (!page.IsTruncated) break;
-      ({ NextKeyMarker: KeyMarker, NextUploadIdMarker: UploadIdMarker } = page);
-    }
-    for await (const key of this.listKeys(prefix)) {
+    for await (const { key, uploadId } of this.listUploads(prefix)) removals.push(this.abortUpload(key, uploadId));
+    for await (const { key } of this.listObjects(prefix)) {
       removals.push(
         this.small(() =>
           request(this.s3, `deleting ${key}`, () => this.client.send(new DeleteObjectCommand({ Bucket: this.s3.bucket, Key: key }))),
@@ -148,18 +133,44 @@ export class S3Destination implements Destination {
   }
 
   /**
-   * Every key that starts with `prefix` (whole keys, in the service's
-   * order); with a delimiter, only those without it after the prefix.
+   * Every object whose key starts with `prefix` (whole keys, in the
+   * service's order), a page of up to 1,000 per request; with a delimiter,
+   * only those without it after the prefix.
    */
-  protected async *listKeys(prefix: string, delimiter?: string): AsyncGenerator<string> {
+  protected async *listObjects(prefix: string, delimiter?: string): AsyncGenerator<{ key: string; size: number; modified: number }> {
     for (let ContinuationToken: string | undefined; ; ) {
       const page = await request(this.s3, `listing ${prefix}`, () =>
         this.client.send(new ListObjectsV2Command({ Bucket: this.s3.bucket, Prefix: prefix, Delimiter: delimiter, ContinuationToken })),
       );
-      for (const { Key } of page.Contents ?? []) if (Key) yield Key;
+      for (const { Key, Size, LastModified } of page.Contents ?? []) {
+        if (Key) yield { key: Key, size: Size ?? 0, modified: LastModified?.getTime() ?? 0 };
+      }
       if (!page.IsTruncated) return;
       ContinuationToken = page.NextContinuationToken;
     }
+  }
+
+  /** The multipart uploads begun under `prefix` and neither completed nor aborted. */
+  protected async *listUploads(prefix: string): AsyncGenerator<{ key: string; uploadId: string; started: number }> {
+    for (let KeyMarker: string | undefined, UploadIdMarker: string | undefined; ; ) {
+      const page = await request(this.s3, 'listing unfinished uploads', () =>
+        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.s3.bucket, Prefix: prefix, KeyMarker, UploadIdMarker })),
+      );
+      for (const { Key, UploadId, Initiated } of page.Uploads ?? []) {
+        if (Key && UploadId) yield { key: Key, uploadId: UploadId, started: Initiated?.getTime() ?? 0 };
+      }
+      if (!page.IsTruncated) return;
+      ({ NextKeyMarker: KeyMarker, NextUploadIdMarker: UploadIdMarker } = page);
+    }
+  }
+
+  /** Aborts an unfinished multipart upload. */
+  protected abortUpload(key: string, uploadId: string): Promise<unknown> {
+    return this.small(() =>
+      request(this.s3, `aborting the unfinished upload of ${key}`, () =>
+        this.client.send(new AbortMultipartUploadCommand({ Bucket: this.s3.bucket, Key: key, UploadId: uploadId })),
+      ),
+    );
   }
 
   protected key(name: string): string {
