@@ -3,6 +3,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { buildCache } from './build';
 import type { Compression } from './pack';
 import { formatSummary, progressReporter } from './report/progress';
+import { copyCache } from './copy';
+import { copyReporter, formatCopySummary } from './report/copy';
 import { formatPruneSummary, pruneReporter } from './report/prune';
 import { formatFindings, formatVerifySummary, verifyReporter } from './report/verify';
 import { pruneCache } from './prune';
@@ -258,6 +260,35 @@ program
       else process.stderr.write(formatPruneSummary(summary));
     },
   );
+
+program
+  .command('copy')
+  .description(
+    'copy the binary cache FROM to TO (each a directory or s3:// URL), narinfos and NAR files as they are, never ' +
+      "recompressing; each NAR file's FileSize and FileHash are checked as it streams. In build's order: a narinfo " +
+      'after its NAR file and its references, paths TO has are skipped, so re-running resumes. Bucket to bucket on ' +
+      'one endpoint, the service copies the NAR files itself (only their size is checked: verify TO after). ' +
+      'Exits 1 if a path could not be copied',
+  )
+  .argument('<from>', 'the cache to copy: a directory, or s3://BUCKET[/PREFIX]?… as for build -o')
+  .argument('<to>', 'where to copy it: a directory (created if missing), or s3://BUCKET[/PREFIX]?…')
+  .option('--keep <paths...>', 'copy only the closures of these store paths (or symlinks into the store)')
+  .option('--sign-key-file <file>', 'sign each narinfo copied with this secret key, if not signed by it yet (repeatable)', collect)
+  .option('-j, --jobs <n>', 'NAR files copied at once (default 4)', integer(1))
+  .option('--json', 'print a JSON summary on stdout instead of the text summary')
+  .action(async (from: string, to: string, opts: { keep?: string[]; signKeyFile?: string[]; jobs?: number; json?: boolean }) => {
+    const signKeys = await Promise.all((opts.signKeyFile ?? []).map(readSecretKeyFile));
+    const reporter = copyReporter(process.stderr);
+    let summary;
+    try {
+      summary = await copyCache(from, to, { keep: opts.keep, signKeys, jobs: opts.jobs, onProgress: reporter.onProgress });
+    } finally {
+      reporter.done();
+    }
+    if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
+    else process.stderr.write(formatCopySummary(summary));
+    if (summary.problems.length) process.exitCode = 1;
+  });
 
 const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
 let exitCodeForSignal: number | undefined;

@@ -7,6 +7,8 @@ export type { BuildOptions, BuildProgress, BuildSummary, WriteOptions } from './
 export type { Cache, CacheFile, NarFile } from './cache';
 export { DirectoryCache } from './cache-dir';
 export type { Closure, PathInfo } from './closure';
+export { copyCache } from './copy';
+export type { CopyOptions, CopyProblem, CopyProgress, CopySummary } from './copy';
 export { InterruptedError, NarcacheError } from './errors';
 export { formatHash, normaliseHash, parseHash } from './hash';
 export { formatNarinfo, narinfoFor, parseNarinfo } from './narinfo';
