@@ -135,8 +135,10 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
     return true;
   }
 
-  lockExclusive(onWait?: () => void): Promise<() => void> {
-    return lockCacheDirectory(this.location, 'exclusive', onWait);
+  /** A file system without locks leaves those that share the lock unlocked, as open does. */
+  lock(mode: 'shared' | 'exclusive', onWait?: () => void): Promise<() => void> {
+    const locking = lockCacheDirectory(this.location, mode, onWait);
+    return mode === 'shared' ? locking.catch(() => () => undefined) : locking;
   }
 
   /** The files (relative to the cache) that still exist, with their sizes and times. */

@@ -67,11 +67,13 @@ export interface Cache extends Destination {
    */
   copyNar(url: string, from: NarFile, expected: { fileHash: Buffer; fileSize: number }): Promise<boolean>;
   /**
-   * Keeps narcache's writers (build, copy: see lockCacheDirectory) out until
-   * the function it resolves to is called, once those writing have ended;
-   * `onWait` is called if it has to wait. A bucket has no such lock.
+   * Takes the cache's lock until the function it resolves to is called
+   * (see lockCacheDirectory): shared by those that write (build, copy,
+   * sign), exclusive for prune, which so waits for the writers to end and
+   * keeps new ones out; `onWait` is called if it has to wait. A bucket has
+   * no such lock: it resolves at once.
    */
-  lockExclusive(onWait?: () => void): Promise<() => void>;
+  lock(mode: 'shared' | 'exclusive', onWait?: () => void): Promise<() => void>;
 }
 
 /**

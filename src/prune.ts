@@ -111,7 +111,7 @@ async function prune(cache: Cache, options: PruneOptions): Promise<PruneSummary>
   const roots = await rootsToKeep(options, storeDir);
   if (!roots.length) throw new NarcacheError('nothing to keep given: name the paths to keep (--keep, --keep-from or a closure source)');
 
-  const release = dryRun ? () => undefined : await cache.lockExclusive(options.onWait);
+  const release = dryRun ? () => undefined : await cache.lock('exclusive', options.onWait);
   const progress: PruneProgress = { narinfosTotal: 0, narinfosRead: 0, toRemove: 0, removed: 0, elapsedSeconds: 0 };
   const report = () => {
     progress.elapsedSeconds = (performance.now() - started) / 1000;
