@@ -7,24 +7,14 @@ import path from 'node:path';
 
 import { buildMany } from './helpers/reliability.mjs';
 import { contentSnapshot } from './helpers/cache.mjs';
-import { CLI, cleanupTempDirs, cliBuild, makeTempDir, run } from './helpers/nix.mjs';
-import { cephMissing, startGateway } from './helpers/s3.mjs';
+import { CLI, cliBuild, makeTempDir, run } from './helpers/nix.mjs';
+import { gatewayForTests } from './helpers/s3.mjs';
 
 // The SDK's notice to whoever packages narcache for Node < 22; the CLI silences it too.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 
-const missing = await cephMissing();
-if (missing) throw new Error(`the S3 tests need Ceph's RADOS Gateway: ${missing}`);
 const many = await buildMany();
-
-let gw;
-test.before(async () => {
-  gw = await startGateway();
-});
-test.after.always(async () => {
-  await gw?.stop();
-  await cleanupTempDirs();
-});
+const gw = gatewayForTests(test);
 
 async function cli(args) {
   const r = await run(process.execPath, [CLI, ...args, '--json'], { env: gw.env });

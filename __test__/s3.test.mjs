@@ -15,7 +15,6 @@ import {
   CLI,
   FIXTURES_DIR,
   buildFixtures,
-  cleanupTempDirs,
   closure,
   dumpDb,
   makeTempDir,
@@ -24,14 +23,11 @@ import {
   run,
   substitute,
 } from './helpers/nix.mjs';
-import { cephMissing, freePort, startGateway } from './helpers/s3.mjs';
+import { freePort, gatewayForTests } from './helpers/s3.mjs';
 
 const lib = (await import('../dist/index.js')).default;
 // The SDK's notice to whoever packages narcache for Node < 22; the CLI silences it too.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
-
-const missing = await cephMissing();
-if (missing) throw new Error(`the S3 tests need Ceph's RADOS Gateway: ${missing}`);
 
 const fx = await buildFixtures();
 const [top, large] = await nixBuild(path.join(FIXTURES_DIR, 's3.nix'), ['top', 'large']);
@@ -39,14 +35,8 @@ const [top, large] = await nixBuild(path.join(FIXTURES_DIR, 's3.nix'), ['top', '
 const PARTS = 'buffer-size=5242880';
 const TEMP_PREFIX = '.tmp-narcache-';
 
-let gw;
-test.before(async () => {
-  gw = await startGateway();
-});
-test.after.always(async () => {
-  await gw?.stop();
-  await cleanupTempDirs();
-});
+// After the awaits above: ava wants the hooks and tests declared at once.
+const gw = gatewayForTests(test);
 
 function cli(args, env = gw.env) {
   return run(process.execPath, [CLI, ...args], { env });
