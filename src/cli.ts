@@ -6,13 +6,14 @@ import { formatSummary, progressReporter } from './report/progress';
 import { copyCache } from './copy';
 import { copyReporter, formatCopySummary } from './report/copy';
 import { formatPruneSummary, pruneReporter } from './report/prune';
-import { formatFindings, formatVerifySummary, verifyReporter } from './report/verify';
+import { formatFindings, formatRepaired, formatVerifySummary, verifyReporter } from './report/verify';
+import { repairCache, type RepairReport } from './repair';
 import { pruneCache } from './prune';
 import { signCache } from './sign-cache';
 import { formatPublicKey, keygen, parsePublicKey, readSecretKeyFile } from './signing';
 import type { ClosureSource } from './sources/load';
 import { DEFAULT_STORE_DIR } from './store-path';
-import { verifyCache } from './verify';
+import { verifyCache, type VerifyReport } from './verify';
 
 // The CLI only parses flags and prints; all behaviour lives in the library.
 
@@ -189,31 +190,42 @@ program
       'FileSize and FileHash it states, that decompresses to a well-formed NAR with its NarSize and NarHash, ' +
       'and has narinfos for all its references; with keys, one valid signature by a trusted key. Prints one ' +
       'line per problem and lists NAR files no narinfo names (orphans, which are not problems); ' +
-      'exits 0 only if there is no problem',
+      'exits 0 only if there is no problem (with --repair: none left)',
   )
   .argument('<cache>', 'the cache: a directory, or s3://BUCKET[/PREFIX]?… as for build -o')
   .option('--trusted-public-key <key>', 'a public key (name:base64) whose signature is required (repeatable)', collect)
   .option('-j, --jobs <n>', 'NAR files checked at once (default: the CPU count)', integer(1))
+  .option(
+    '--repair',
+    'write again, from the local store, every NAR file that is missing or not what its narinfo says, if the store ' +
+      "holds the path with the narinfo's NarHash (the narinfo is rewritten if the new file has another name); " +
+      'what cannot be repaired is reported',
+  )
+  .option('--store-root <dir>', "with --repair: where the store's files are, if not at the cache's store directory")
   .option('--json', 'print the report as JSON on stdout instead of the text lines and summary')
-  .action(async (cache: string, opts: { trustedPublicKey?: string[]; jobs?: number; json?: boolean }) => {
-    // A value may hold several keys, as trusted-public-keys in nix.conf does.
-    const trustedPublicKeys = (opts.trustedPublicKey ?? [])
-      .flatMap((v) => v.split(/\s+/).filter(Boolean))
-      .map((k) => parsePublicKey(k, `--trusted-public-key ${k}`));
-    const reporter = verifyReporter(process.stderr);
-    let report;
-    try {
-      report = await verifyCache(cache, { trustedPublicKeys, jobs: opts.jobs, onProgress: reporter.onProgress });
-    } finally {
-      reporter.done();
-    }
-    if (opts.json) process.stdout.write(JSON.stringify(report) + '\n');
-    else {
-      process.stdout.write(formatFindings(report));
-      process.stderr.write(formatVerifySummary(report));
-    }
-    if (!report.ok) process.exitCode = 1;
-  });
+  .action(
+    async (cache: string, opts: { trustedPublicKey?: string[]; jobs?: number; repair?: boolean; storeRoot?: string; json?: boolean }) => {
+      // A value may hold several keys, as trusted-public-keys in nix.conf does.
+      const trustedPublicKeys = (opts.trustedPublicKey ?? [])
+        .flatMap((v) => v.split(/\s+/).filter(Boolean))
+        .map((k) => parsePublicKey(k, `--trusted-public-key ${k}`));
+      const reporter = verifyReporter(process.stderr);
+      const options = { trustedPublicKeys, jobs: opts.jobs, onProgress: reporter.onProgress, storeRoot: opts.storeRoot };
+      let report: VerifyReport | RepairReport;
+      try {
+        report = await (opts.repair ? repairCache(cache, options) : verifyCache(cache, options));
+      } finally {
+        reporter.done();
+      }
+      if (opts.json) process.stdout.write(JSON.stringify(report) + '\n');
+      else {
+        if ('repaired' in report) process.stderr.write(formatRepaired(report as RepairReport));
+        process.stdout.write(formatFindings(report));
+        process.stderr.write(formatVerifySummary(report));
+      }
+      if (!report.ok) process.exitCode = 1;
+    },
+  );
 
 program
   .command('prune')

@@ -28,6 +28,8 @@ export { S3Cache } from './publish/s3-cache';
 export { parseS3Url } from './publish/s3-location';
 export type { S3Location } from './publish/s3-location';
 export { pruneCache } from './prune';
+export { repairCache } from './repair';
+export type { RepairedPath, RepairOptions, RepairReport } from './repair';
 export type { PruneOptions, PruneProgress, PruneRemoval, PruneSummary } from './prune';
 export { signCache } from './sign-cache';
 export type { SignCacheOptions, SignSummary } from './sign-cache';

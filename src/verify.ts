@@ -37,6 +37,12 @@ export interface VerifyProblem {
   /** The store path its narinfo describes, when it could be read. */
   storePath?: string;
   problem: string;
+  /**
+   * Set when the NAR file is at fault (missing, unreadable, not what the
+   * narinfo says, or not named as it should be), not the narinfo's own
+   * statements: writing the NAR again from a store repairs it.
+   */
+  nar?: true;
 }
 
 export interface VerifyReport {
@@ -190,8 +196,9 @@ async function checkNarinfo(c: CheckContext, file: string): Promise<VerifyProble
 
   const narHash = checkHashField(n.narHash, 'NarHash', problems);
   const fileHash = n.fileHash === undefined ? undefined : checkHashField(n.fileHash, 'FileHash', problems);
-  if (n.fileHash === undefined) problems.push('FileHash is missing');
-  if (n.fileSize === undefined) problems.push('FileSize is missing');
+  const narProblems: string[] = [];
+  if (n.fileHash === undefined) narProblems.push('FileHash is missing');
+  if (n.fileSize === undefined) narProblems.push('FileSize is missing');
 
   for (const reference of n.references) {
     const full = `${c.storeDir}/${reference}`;
@@ -206,9 +213,12 @@ async function checkNarinfo(c: CheckContext, file: string): Promise<VerifyProble
   problems.push(...checkSignatures(n, narHash !== undefined, c.trusted));
 
   const url = narUrl(n.url);
-  if (typeof url !== 'string') problems.push(`URL ${JSON.stringify(n.url)} ${url.outside}`);
-  else problems.push(...(await checkNarFile(c, n, url, { fileHash, narHash })));
-  return problems.map((problem) => ({ file, storePath, problem }));
+  if (typeof url !== 'string') narProblems.push(`URL ${JSON.stringify(n.url)} ${url.outside}`);
+  else narProblems.push(...(await checkNarFile(c, n, url, { fileHash, narHash })));
+  return [
+    ...problems.map((problem) => ({ file, storePath, problem })),
+    ...narProblems.map((problem) => ({ file, storePath, problem, nar: true as const })),
+  ];
 }
 
 function checkHashField(value: string, field: string, problems: string[]): Buffer | undefined {

@@ -1,3 +1,4 @@
+import type { RepairReport } from '../repair';
 import type { VerifyProgress, VerifyReport } from '../verify';
 import { formatBytes, plural } from './format';
 import { bar, liveLine } from './progress';
@@ -36,4 +37,11 @@ export function formatVerifySummary(r: VerifyReport): string {
     `narcache: ${r.ok ? 'the cache is sound' : `${plural(r.problems.length, 'problem')}${faulty ? ` in ${plural(faulty, 'narinfo')}` : ''}`}` +
     `${r.orphans.length ? `; ${plural(r.orphans.length, 'orphan NAR file')}` : ''}\n`
   );
+}
+
+/** One line per path whose NAR file was written again. */
+export function formatRepaired(r: RepairReport): string {
+  return r.repaired
+    .map((p) => `narcache: repaired ${p.storePath}: wrote ${p.url}${p.narinfoRewritten ? ' and a narinfo naming it' : ''}\n`)
+    .join('');
 }
