@@ -58,7 +58,9 @@ const HELP = `usage: npm run bench [-- options]   (bench:quick = --quick)
 Groups for --only/--skip: a compression (none, zstd, xz), a tool (narcache,
 nix-copy, mkbinarycache, limit), determinism (narcache's extra
 --jobs 1 run, and --jobs 2 run if the CPU count is not 2), s3
-(narcache publishing to a local Ceph RADOS Gateway), or a run id:
+(narcache publishing to a local Ceph RADOS Gateway), copy (narcache-xz's
+cache copied to another directory by narcache copy and by nix copy; the
+cache is built untimed if narcache-xz does not run), or a run id:
 `;
 
 function parseOptions() {
@@ -225,6 +227,32 @@ function allRuns({ cores, root, files, cacheDir }) {
     if (c === 'xz') nixCopy(c, 'nix-copy-xz-parallel', '&parallel-compression=true');
     nixCopy(c, `nix-copy-${c}`);
   }
+  // An xz cache copied to another directory: narcache copy, which never recompresses,
+  // against nix copy between the same two file:// caches. The source is narcache-xz's
+  // cache, built untimed first if that run is left out.
+  const copySource = path.join(cacheDir, 'narcache-xz');
+  const copyTo = (id) => path.join(cacheDir, id);
+  add({
+    id: 'narcache-xz-copy',
+    tool: 'narcache',
+    compression: 'xz-copy',
+    kind: 'cache',
+    sampled: true,
+    captureStdout: true,
+    groups: ['copy'],
+    source: copySource,
+    argv: [process.execPath, CLI, 'copy', copySource, copyTo('narcache-xz-copy'), '--json'],
+  });
+  add({
+    id: 'nix-copy-xz-copy',
+    tool: 'nix-copy',
+    compression: 'xz-copy',
+    kind: 'cache',
+    sampled: true,
+    groups: ['copy'],
+    source: copySource,
+    argv: ['nix', 'copy', '--no-check-sigs', '--from', `file://${copySource}`, '--to', `file://${copyTo('nix-copy-xz-copy')}?compression=xz`, root],
+  });
   for (const r of runs) if (r.kind === 'cache') r.output = path.join(cacheDir, r.id);
   return runs;
 }
@@ -386,6 +414,10 @@ async function main() {
       await gateway.bucket(r.bucket);
       r.argv.push('-o', gateway.url(r.bucket));
     }
+    if (r.source && !fs.existsSync(r.source)) {
+      log(`building ${path.relative(REPO, r.source)} to copy (untimed) …`);
+      await runOk(process.execPath, [CLI, 'build', closure.root, '-o', r.source, '--compression', 'xz', '--jobs', String(cores)], { env });
+    }
     log(`[${i + 1}/${runs.length}] ${r.id}: ${r.argv.join(' ')}`);
     const build = r.tool === 'narcache' ? await narcacheBuild() : undefined;
     const m = await pass(r);
@@ -432,7 +464,8 @@ async function main() {
       if (u) Object.assign(result, { underusedSeconds: u.underusedSeconds, coresBusySlices: u.slices, otherCoresBusySlices: u.othersSlices });
       if (r.tool === 'narcache') result.threads = m.threads;
     }
-    if (r.output && !options.keep && !result.error) await rmrf(r.output); // a failed run's output is kept for diagnosis
+    // A failed run's output is kept for diagnosis, and a cache a later run copies until then.
+    if (r.output && !options.keep && !result.error && !runs.some((later) => later.source === r.output)) await rmrf(r.output);
     failed ||= !!result.error;
     results.push(result);
     log(
@@ -503,6 +536,10 @@ async function main() {
   const checks = [
     { what: "narcache's none NAR files are nix copy's, byte for byte", ok: sameNars('narcache-none', 'nix-copy-none') },
     {
+      what: 'narcache copy gives the narinfos and NAR files of the cache it copies, byte for byte',
+      ok: listings.has('narcache-xz') && listings.has('narcache-xz-copy') ? listings.get('narcache-xz') === listings.get('narcache-xz-copy') : null,
+    },
+    {
       what: "narcache's xz files are nix copy's with parallel-compression, byte for byte (information)",
       ok: sameNars('narcache-xz', 'nix-copy-xz-parallel'),
       informational: true,
@@ -527,6 +564,7 @@ async function main() {
     target('xz: narcache ÷ nix copy, parallel', 'narcache-xz', 'nix-copy-xz-parallel', 1, true),
     target('none: narcache ÷ read-and-hash limit', 'narcache-none', 'limit-read-hash', 2),
     target('none: narcache ÷ nix copy', 'narcache-none', 'nix-copy-none', 0.5),
+    target('xz cache copied: narcache copy ÷ nix copy between two file:// caches (issue 21)', 'narcache-xz-copy', 'nix-copy-xz-copy', 0.1),
     ...COMPRESSIONS.map((c) => {
       const r = byId.get(`narcache-${c}`);
       const measured = r && !r.error ? r.peakRssMiB : null;
