@@ -5,10 +5,10 @@ import { pipeline } from 'node:stream/promises';
 import { checkedStream, type Cache, type CacheFile, type NarFile } from './cache';
 import { lockCacheDirectory } from './cache-lock';
 import { NarcacheError } from './errors';
-import { limiter } from './limit';
 import { verifyNar } from './native';
 import { parseNarinfo, type Narinfo } from './narinfo';
 import { DirectoryDestination, TEMP_PREFIX, temporaryName, writeError } from './publish/directory';
+import { runWithBudget } from './schedule';
 
 // Calls on files (stat, unlink) at once: they wait on the disk, not the CPU.
 const FILE_CALLS = 32;
@@ -111,12 +111,13 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
   }
 
   async remove(files: (string | CacheFile)[]): Promise<void> {
-    const limit = limiter(FILE_CALLS);
-    await Promise.all(
-      files.map((f) =>
-        limit(() => fs.rm(path.join(this.location, typeof f === 'string' ? f : f.file), { force: true }).catch(writeError)),
-      ),
-    );
+    let failure: NodeJS.ErrnoException | undefined;
+    await runWithBudget(files, FILE_CALLS, () => 1, async (f) => {
+      await fs.unlink(path.join(this.location, typeof f === 'string' ? f : f.file)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') failure ??= e;
+      });
+    }, () => failure !== undefined);
+    if (failure) writeError(failure);
   }
 
   /** Streams the file into a temporary one beside its target, renamed into place once checked. */
@@ -143,13 +144,11 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
 
   /** The files (relative to the cache) that still exist, with their sizes and times. */
   private async stat(files: string[]): Promise<CacheFile[]> {
-    const limit = limiter(FILE_CALLS);
-    const stats = await Promise.all(
-      files.map((file) => limit(() => fs.lstat(path.join(this.location, file)).catch(() => undefined))),
-    );
-    return files.flatMap((file, i) => {
-      const s = stats[i];
-      return s ? [{ file, size: s.size, modified: s.mtimeMs }] : [];
-    });
+    const found: (CacheFile | undefined)[] = new Array(files.length);
+    await runWithBudget([...files.keys()], FILE_CALLS, () => 1, async (i) => {
+      const s = await fs.lstat(path.join(this.location, files[i])).catch(() => undefined);
+      if (s) found[i] = { file: files[i], size: s.size, modified: s.mtimeMs };
+    }, () => false);
+    return found.filter((f) => f !== undefined);
   }
 }

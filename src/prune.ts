@@ -145,12 +145,13 @@ async function prune(cache: Cache, options: PruneOptions): Promise<PruneSummary>
     // NAR files the removed narinfos named go whatever their age; the grace is for the unnamed.
     const freed = new Set<string>();
     progress.toRemove = doomed.length;
+    // A wave is removed only once the one before is gone: a reader, or a SIGKILL, never
+    // finds a narinfo whose reference is gone. Across a power loss the order holds too on
+    // the file systems that journal metadata in order (ext4, xfs, btrfs), which commit
+    // completed removals as a prefix; a sync per wave would cost a journal commit per
+    // level of the graph (a chain of 12,500 levels: 22 s of 36).
     for (const wave of referrersFirst(doomed)) {
-      if (!dryRun) {
-        await cache.remove(wave.map((e) => e.file));
-        // In a directory, the removals of one wave reach the disk before the next wave's.
-        await cache.flush();
-      }
+      if (!dryRun) await cache.remove(wave.map((e) => e.file));
       for (const e of wave) {
         entries.delete(e.file.slice(0, -'.narinfo'.length));
         if (e.url !== undefined) freed.add(e.url);
