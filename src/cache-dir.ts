@@ -78,7 +78,8 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
       id: real,
       size: stat.size,
       check: (compression) => verifyNar(real, compression),
-      read: () => createReadStream(real, { highWaterMark: READ_CHUNK }),
+      // A buffer of a MiB for each of tens of thousands of small files keeps the collector busy.
+      read: () => createReadStream(real, { highWaterMark: Math.min(READ_CHUNK, Math.max(stat.size, 1)) }),
     };
   }
 

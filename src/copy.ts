@@ -71,6 +71,9 @@ interface Entry {
 const READ_CONCURRENCY = 32;
 const DEFAULT_JOBS = 4;
 const PROGRESS_INTERVAL_MS = 200;
+// A directory writes a batch's narinfos with a file open for each (writeFilesAtomic):
+// a bound that an open-file limit of 256 allows beside the NAR files being copied.
+const NARINFOS_AT_ONCE = 128;
 
 /**
  * Copies the binary cache at `from` to `to` (each a directory or an `s3://`
@@ -141,26 +144,31 @@ async function copy(from: Cache, to: Cache, options: CopyOptions): Promise<CopyS
   }
 
   // Narinfos go in batches as they become ready: their NAR file copied and
-  // every reference published.
+  // every reference published or earlier in the batch, which is published
+  // in order (a chain of paths whose NAR files are there goes in one batch,
+  // with one sync, rather than one batch each).
   let ready: Entry[] = [];
   let publishing = Promise.resolve();
   let failure: unknown;
   let copied = 0;
   const publishReady = async () => {
-    while (ready.length) {
-      const batch = ready;
-      ready = [];
-      await to.writeNarinfos(batch.map((e): NarinfoText => ({ hashPart: stemOf(e.file), text: signed(e.text, options.signKeys) })));
-      for (const e of batch) {
-        copied++;
-        progress.pathsDone++;
-        report({ path: e.storePath!, fileSize: e.fileSize });
-        for (const referrer of referrers.get(stemOf(e.file)) ?? []) {
-          if (--referrer.waitingFor === 0 && referrer.narCopied) ready.push(referrer);
-        }
-        entries.delete(stemOf(e.file));
-        e.text = '';
+    const batch = ready;
+    ready = [];
+    for (let i = 0; i < batch.length; i++) {
+      for (const referrer of referrers.get(stemOf(batch[i].file)) ?? []) {
+        if (--referrer.waitingFor === 0 && referrer.narCopied) batch.push(referrer);
       }
+    }
+    for (let start = 0; start < batch.length; start += NARINFOS_AT_ONCE) {
+      const slice = batch.slice(start, start + NARINFOS_AT_ONCE);
+      await to.writeNarinfos(slice.map((e): NarinfoText => ({ hashPart: stemOf(e.file), text: signed(e.text, options.signKeys) })));
+    }
+    for (const e of batch) {
+      copied++;
+      progress.pathsDone++;
+      report({ path: e.storePath!, fileSize: e.fileSize });
+      entries.delete(stemOf(e.file));
+      e.text = '';
     }
   };
 
