@@ -1,8 +1,10 @@
 // prune and copy with caches in S3 buckets, against a real Ceph RADOS Gateway
 // (helpers/s3.mjs): prune of a bucket keeps the closure and removes the rest in pages of
 // deletions, and the bucket verifies sound; copy directory → bucket → bucket (server-side,
-// on one endpoint) → directory gives back byte-identical narinfos and NAR files.
+// on one endpoint) → directory gives back byte-identical narinfos and NAR files; verify
+// --repair restores a NAR object deleted from a bucket.
 import test from 'ava';
+import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import path from 'node:path';
 
 import { buildMany } from './helpers/reliability.mjs';
@@ -58,5 +60,21 @@ test('copy directory → bucket → bucket (server-side) → directory is byte-i
   t.is(down.code, 0, down.stderr);
   t.deepEqual(await cacheFiles(to), await cacheFiles(from));
   const v = await cli(['verify', b]);
+  t.is(v.code, 0, JSON.stringify(v.summary?.problems));
+});
+
+test('verify --repair restores a NAR object deleted from a bucket', async (t) => {
+  await gw.bucket('repair');
+  const url = gw.url('repair');
+  t.is((await cli(['build', many.rootA, '-o', url])).code, 0);
+  const nars = (await gw.keys('repair', 'nar/')).filter((k) => !k.includes('.tmp-'));
+  await gw.client.send(new DeleteObjectCommand({ Bucket: 'repair', Key: nars[3] }));
+  t.is((await cli(['verify', url])).code, 1, 'the loss is seen');
+  const r = await cli(['verify', url, '--repair']);
+  t.is(r.code, 0, JSON.stringify(r.summary?.problems));
+  t.is(r.summary.repaired.length, 1);
+  t.false(r.summary.repaired[0].narinfoRewritten, 'the same bytes under the same name');
+  t.true((await gw.keys('repair', 'nar/')).includes(nars[3]));
+  const v = await cli(['verify', url]);
   t.is(v.code, 0, JSON.stringify(v.summary?.problems));
 });
