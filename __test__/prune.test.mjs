@@ -70,6 +70,7 @@ test('a dry run lists what would go and removes nothing; the prune then frees wh
   const real = await prune(dir, ['--keep', leaf]);
   t.is(real.code, 0, real.stderr);
   t.like(json.summary, { dryRun: true, removedNarinfos: gone.length, removedNarFiles: gone.length });
+  t.is(json.stderr, '', 'a dry run with --json says nothing but its summary');
   t.is(json.summary.freedBytes, real.summary.freedBytes, 'the dry run predicted the bytes freed');
   t.deepEqual(await storePaths(dir), leafClosure);
   await assertSound(t, dir, many.db, 'after prune to a leaf');

@@ -251,7 +251,8 @@ program
       cache: string,
       opts: SourceFlags & { keep?: string[]; keepFrom?: string[]; ignoreMissing?: boolean; grace: number; dryRun?: boolean; json?: boolean },
     ) => {
-      const reporter = pruneReporter(process.stderr, process.stdout, !!opts.dryRun && !opts.json);
+      // With --json, stdout holds the summary alone.
+      const reporter = pruneReporter(process.stderr, !!opts.dryRun, opts.json ? undefined : process.stdout);
       let summary;
       try {
         summary = await pruneCache(cache, {

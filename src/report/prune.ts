@@ -4,12 +4,13 @@ import { bar, liveLine } from './progress';
 
 /**
  * Shows a prune on `stream`: a bar on a terminal, otherwise one line per
- * file removed; in a dry run, one line per file that would go on `list`.
+ * file removed; in a dry run, one line per file that would go on `list`
+ * (none without it).
  */
 export function pruneReporter(
   stream: NodeJS.WriteStream,
-  list: NodeJS.WritableStream,
   dryRun: boolean,
+  list?: NodeJS.WritableStream,
 ): { onProgress: (p: PruneProgress) => void; onRemove: (r: PruneRemoval) => void; done: () => void } {
   const live = liveLine(stream);
   const onProgress = (p: PruneProgress) => {
@@ -22,7 +23,7 @@ export function pruneReporter(
   };
   const onRemove = (r: PruneRemoval) => {
     const what = `${r.storePath ?? r.file}${r.size ? ` (${formatBytes(r.size)})` : ''}`;
-    if (dryRun) list.write(`would remove ${what}\n`);
+    if (dryRun) list?.write(`would remove ${what}\n`);
     else if (!stream.isTTY) stream.write(`narcache: removed ${what}\n`);
   };
   return { onProgress, onRemove, done: live.clear };
