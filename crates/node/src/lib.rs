@@ -127,8 +127,13 @@ static NEXT_LOCK: AtomicU32 = AtomicU32::new(1);
 #[napi(ts_return_type = "Promise<number | null>")]
 pub fn lock_directory(env: &Env, dir: String, exclusive: bool, wait: bool) -> Result<Object<'_>> {
     on_own_thread(env, "lock", move || {
-        let file = File::open(&dir).map_err(|e| Error::from_reason(format!("{dir}: cannot lock: {e}")))?;
-        let kind = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        let file =
+            File::open(&dir).map_err(|e| Error::from_reason(format!("{dir}: cannot lock: {e}")))?;
+        let kind = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
         let flags = if wait { kind } else { kind | libc::LOCK_NB };
         let taken = loop {
             // SAFETY: flock on a descriptor this function owns; it changes no memory.
@@ -145,7 +150,10 @@ pub fn lock_directory(env: &Env, dir: String, exclusive: bool, wait: bool) -> Re
             return Ok(None);
         }
         let id = NEXT_LOCK.fetch_add(1, Ordering::Relaxed);
-        LOCKS.lock().unwrap_or_else(|e| e.into_inner()).insert(id, file);
+        LOCKS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, file);
         Ok(Some(id))
     })
 }
