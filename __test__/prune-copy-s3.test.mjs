@@ -1,21 +1,24 @@
 // prune and copy with caches in S3 buckets, against a real Ceph RADOS Gateway
 // (helpers/s3.mjs): prune of a bucket keeps the closure and removes the rest in pages of
 // deletions, and the bucket verifies sound; copy directory → bucket → bucket (server-side,
-// on one endpoint) → directory gives back byte-identical narinfos and NAR files; verify
-// --repair restores a NAR object deleted from a bucket.
+// on one endpoint) → directory gives back byte-identical narinfos and NAR files, NAR files
+// of several parts included, and one that is not what its narinfo says leaves no object nor
+// open upload behind; verify --repair restores a NAR object deleted from a bucket.
 import test from 'ava';
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
+import fs from 'node:fs';
 import path from 'node:path';
 
 import { buildMany } from './helpers/reliability.mjs';
-import { contentSnapshot } from './helpers/cache.mjs';
-import { CLI, cliBuild, makeTempDir, run } from './helpers/nix.mjs';
+import { contentSnapshot, hashPart, narinfoFields } from './helpers/cache.mjs';
+import { CLI, FIXTURES_DIR, cliBuild, makeTempDir, nixBuild, run } from './helpers/nix.mjs';
 import { gatewayForTests } from './helpers/s3.mjs';
 
 // The SDK's notice to whoever packages narcache for Node < 22; the CLI silences it too.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 
 const many = await buildMany();
+const [top] = await nixBuild(path.join(FIXTURES_DIR, 's3.nix'), ['top']);
 const gw = gatewayForTests(test);
 
 async function cli(args) {
@@ -77,4 +80,32 @@ test('verify --repair restores a NAR object deleted from a bucket', async (t) =>
   t.true((await gw.keys('repair', 'nar/')).includes(nars[3]));
   const v = await cli(['verify', url]);
   t.is(v.code, 0, JSON.stringify(v.summary?.problems));
+});
+
+test('copy of NAR files of several parts into a bucket; a bad one leaves nothing behind', async (t) => {
+  const from = makeTempDir('narcache-s3copy-parts-');
+  await cliBuild([top], from, { compression: 'none' });
+  await gw.bucket('parts');
+  // S3's smallest part: the 12 MiB NAR file goes up in three.
+  const url = gw.url('parts', 'buffer-size=5242880');
+  const r = await cli(['copy', from, url]);
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(await gw.openUploads('parts'), []);
+  const v = await cli(['verify', url]);
+  t.is(v.code, 0, JSON.stringify(v.summary?.problems));
+  const back = path.join(makeTempDir('narcache-s3copy-back-'), 'cache');
+  t.is((await cli(['copy', url, back])).code, 0);
+  t.deepEqual(await cacheFiles(back), await cacheFiles(from));
+
+  const nar = narinfoFields(fs.readFileSync(path.join(from, `${hashPart(top)}.narinfo`), 'utf8')).URL;
+  const bytes = fs.readFileSync(path.join(from, nar));
+  bytes[bytes.length - 100] ^= 1;
+  fs.writeFileSync(path.join(from, nar), bytes);
+  await gw.bucket('parts-bad');
+  const bad = await cli(['copy', from, gw.url('parts-bad', 'buffer-size=5242880')]);
+  t.is(bad.code, 1);
+  t.true(bad.summary.problems.some((p) => p.storePath === top && p.problem.startsWith('FileHash does not match')), JSON.stringify(bad.summary.problems));
+  t.false((await gw.keys('parts-bad')).includes(nar), 'no object under the NAR key');
+  t.deepEqual((await gw.keys('parts-bad')).filter((k) => k.includes('.tmp-narcache-')), [], 'no temporary object');
+  t.deepEqual(await gw.openUploads('parts-bad'), [], 'no open upload');
 });
