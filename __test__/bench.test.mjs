@@ -19,8 +19,9 @@ test('npm run bench:quick runs every comparison; narcache is deterministic', asy
   const byId = new Map(results.runs.map((x) => [x.id, x]));
   for (const id of [
     'limit-read-hash', 'narcache-none', 'nix-copy-none',
-    'limit-zstd', 'narcache-zstd', 'narcache-zstd-one-stream', 'narcache-zstd-s3', 'mkbinarycache-zstd', 'nix-copy-zstd',
+    'limit-zstd', 'narcache-zstd', 'narcache-zstd-listing', 'narcache-zstd-one-stream', 'narcache-zstd-s3', 'mkbinarycache-zstd', 'nix-copy-zstd',
     'limit-xz', 'narcache-xz', 'nix-copy-xz-parallel', 'nix-copy-xz',
+    'narcache-many-none', 'nix-copy-many-none', 'narcache-many-zstd', 'nix-copy-many-zstd', 'narcache-many-rerun',
   ]) {
     t.true(byId.has(id), `run ${id}`);
     t.is(byId.get(id)?.error, undefined, `run ${id} failed`);
@@ -34,6 +35,17 @@ test('npm run bench:quick runs every comparison; narcache is deterministic', asy
     t.is(ours.wallSeconds, (walls[0] + walls[1]) / 2, `narcache-${c}: the median of its passes`);
     t.is(ours.summary.paths, results.closure.paths);
   }
+  // The many-paths closure: its own size, and a re-run that finds every path present.
+  for (const c of ['none', 'zstd']) {
+    const ours = byId.get(`narcache-many-${c}`);
+    t.is(ours.passes.length, 2, `narcache-many-${c} alternates with nix-copy-many-${c}`);
+    t.is(ours.summary.written, ours.paths);
+    t.true(ours.paths > results.closure.paths, 'more paths than the big-path closure');
+  }
+  t.like(byId.get('narcache-many-rerun').summary, { written: 0, skipped: byId.get('narcache-many-zstd').paths });
+  const listing = byId.get('narcache-zstd-listing');
+  t.is(listing.passes.length, 2, 'narcache-zstd-listing alternates with narcache-zstd');
+  t.is(listing.summary.listings, results.closure.paths, 'a listing per path');
   const oneStream = byId.get('narcache-zstd-one-stream');
   t.is(oneStream.passes.length, 2, 'narcache-zstd-one-stream passes');
   // A NAR of one regular file: 112 bytes of framing around the contents (NARs are padded to 8).

@@ -8,14 +8,16 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { assertSound, buildAndSignal, buildMany, random } from './helpers/reliability.mjs';
+import { assertSound, buildAndSignal, buildMany, random, verifyJson } from './helpers/reliability.mjs';
 import { contentSnapshot, hashPart, narinfoFields, readNarinfos, withoutFields } from './helpers/cache.mjs';
 import {
   buildFixtures,
+  CLOSURE_NIX,
   cleanupTempDirs,
   closure,
   cliBuild,
   makeTempDir,
+  nixBuild,
   nixCopyTo,
   nixGenerateKey,
   runCli,
@@ -24,6 +26,7 @@ import {
 
 const fx = await buildFixtures();
 const many = await buildMany();
+const [debugInfo] = await nixBuild(CLOSURE_NIX, ['debugInfo']);
 
 test.after.always(cleanupTempDirs);
 
@@ -52,6 +55,24 @@ test("a copy of nix copy's xz cache is byte-identical and Nix substitutes from i
   t.is(sub.verify.code, 0, `nix store verify: ${sub.verify.stderr}`);
   const again = await copy(from, to);
   t.like(again.summary, { copied: 0, skipped: paths, narFiles: 0 }, 'a second copy skips every path');
+});
+
+test('the listings and debug-info links nix copy wrote are copied with their narinfos, byte for byte', async (t) => {
+  const from = path.join(makeTempDir('narcache-copy-index-src-'), 'cache');
+  await nixCopyTo(from, [fx.root, debugInfo], 'xz', { params: { 'write-nar-listing': 'true', 'index-debug-info': 'true' } });
+  const to = path.join(makeTempDir('narcache-copy-index-dst-'), 'cache');
+  const r = await copy(from, to);
+  t.is(r.code, 0, r.stderr);
+  const files = async (dir) => Object.fromEntries([...(await contentSnapshot(dir))].filter(([, v]) => v.startsWith('file')));
+  const theirs = await files(from);
+  const paths = (await closure([fx.root, debugInfo])).length;
+  t.is(Object.keys(theirs).filter((f) => f.endsWith('.ls')).length, paths, 'nix copy wrote a listing per path');
+  const links = Object.keys(theirs).filter((f) => f.startsWith('debuginfo/'));
+  t.true(links.length > 0, 'nix copy wrote debug-info links');
+  t.deepEqual(await files(to), theirs, 'identical files, listings and links included');
+  const { code, report } = await verifyJson(to);
+  t.is(code, 0, JSON.stringify(report?.problems));
+  t.like(report, { ok: true, listings: paths, debugInfoLinks: links.length });
 });
 
 test('with a key, each narinfo gains its signature and nothing else changes', async (t) => {

@@ -9,10 +9,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 
 import { narinfoFields, readNarinfos } from './helpers/cache.mjs';
-import { buildFixtures, CLI, cleanupTempDirs, closure, makeTempDir, run } from './helpers/nix.mjs';
+import { buildFixtures, CLI, CLOSURE_NIX, cleanupTempDirs, closure, makeTempDir, nixBuild, run } from './helpers/nix.mjs';
 
 const fx = await buildFixtures();
-const paths = await closure([fx.root]);
+const [debugInfo] = await nixBuild(CLOSURE_NIX, 'debugInfo');
 
 test.after.always(cleanupTempDirs);
 
@@ -47,13 +47,21 @@ function calls(log) {
   return out;
 }
 
-for (const compression of ['zstd', 'none']) {
-  test(`${compression}: each narinfo is renamed into place only once it, its NAR and their names are on disk`, async (t) => {
+const CASES = [
+  { compression: 'zstd', roots: [fx.root], flags: [] },
+  { compression: 'none', roots: [fx.root], flags: [] },
+  // Listings and debug-info links are published as the narinfos are, before them.
+  { compression: 'zstd', roots: [fx.root, debugInfo], flags: ['--write-nar-listing', '--index-debug-info'] },
+];
+
+for (const { compression, roots, flags } of CASES) {
+  test(`${compression}${flags.length ? ` ${flags.join(' ')}` : ''}: each narinfo is renamed into place only once it, its NAR and their names are on disk`, async (t) => {
+    const paths = await closure(roots);
     const dest = makeTempDir('narcache-durable-');
     const trace = path.join(makeTempDir('narcache-durable-trace-'), 'trace');
     const r = await run('strace', [
-      '-f', '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2,openat,close', '-o', trace,
-      process.execPath, CLI, 'build', fx.root, '-o', dest, '--compression', compression,
+      '-f', '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2,link,linkat,openat,close', '-o', trace,
+      process.execPath, CLI, 'build', ...roots, '-o', dest, '--compression', compression, ...flags,
     ]);
     t.is(r.code, 0, r.stderr);
 
@@ -65,7 +73,7 @@ for (const compression of ['zstd', 'none']) {
       const names = [...c.args.matchAll(/"([^"]*)"/g)].map((m) => m[1]);
       const fd = Number(c.args.split(',')[0]);
       if (c.ret < 0) return;
-      if (/^rename/.test(c.name)) {
+      if (/^(rename|link)/.test(c.name)) {
         renames.set(names[1], [...(renames.get(names[1]) ?? []), { at: i, from: names[0] }]);
       } else if (c.name === 'openat' && names[0]?.startsWith(dest)) {
         openFds.set(c.ret, path.normalize(names[0]));
@@ -96,6 +104,18 @@ for (const compression of ['zstd', 'none']) {
         syncedBetween(narRename.from, -1, narRename.at);
       t.true(narDurable, `${hash}.narinfo renamed (call ${at}) before its NAR, renamed at ${narRename.at}, was on disk`);
       t.true(syncedBetween(temp, closedAt.get(temp), at), `${hash}.narinfo renamed before its own bytes were synced`);
+      if (flags.length) {
+        const listing = lastRename(path.join(dest, `${hash}.ls`), at);
+        t.truthy(listing, `${hash}.ls not in place before its narinfo`);
+        t.true(syncedBetween(listing?.from, closedAt.get(listing?.from), listing?.at), `${hash}.ls renamed before its bytes were synced`);
+      }
+    }
+    const links = flags.length ? await fs.readdir(path.join(dest, 'debuginfo')) : [];
+    t.is(links.length, flags.length ? 2 : 0);
+    for (const link of links) {
+      const { at, from } = renames.get(path.join(dest, 'debuginfo', link))?.at(-1) ?? {};
+      t.true(syncedBetween(from, closedAt.get(from), at), `debuginfo/${link} linked before its bytes were synced`);
+      t.true(syncedBetween(path.join(dest, 'debuginfo'), at, Infinity), 'debuginfo/ was not synced after its links');
     }
     const last = Math.max(...[...renames.values()].flat().map((r) => r.at));
     t.true(syncedBetween(path.normalize(dest), last, Infinity), 'the cache directory was not synced after the last rename');

@@ -75,18 +75,16 @@ function runAsUser(cmd, args, { cwd, env = userEnv } = {}) {
   return run(UNSHARE, ['-n', '--', cmd, ...args], { cwd, env });
 }
 
-// The user's npm cache, primed with every package of the production tree as the repository's
-// lockfile pins it (what `npm install` of the tarballs resolves: the registry's metadata as well
-// as the tarballs, which `npm ci` alone does not keep), but the platform packages, which come
-// from the tarballs here. `--prefer-offline`: the registry is asked only for what is missing.
+// The user's npm cache, primed by the same install run with the network: npm resolves the
+// dependencies' ranges to what the registry serves today (not to this repository's lockfile)
+// and keeps their metadata and tarballs in the cache. The user's installs below run offline,
+// in a namespace with no network, so they must find everything they need there, and nothing
+// but npm packages can be in it.
 const npmCache = (await runOk('npm', ['config', 'get', 'cache'])).stdout.trim();
-const lock = JSON.parse(fs.readFileSync(path.join(REPO, 'package-lock.json'), 'utf8'));
-const platformPackages = new Set(Object.keys(lock.packages[''].optionalDependencies ?? {}));
-const production = Object.entries(lock.packages)
-  .filter(([where, p]) => where.startsWith('node_modules/') && !p.dev)
-  .map(([where, p]) => [where.slice(where.lastIndexOf('node_modules/') + 'node_modules/'.length), p.version])
-  .filter(([name]) => !platformPackages.has(name));
-await runOk('npm', ['cache', 'add', ...production.map(([name, v]) => `${name}@${v}`), '--prefer-offline', '--cache', npmCache]);
+const primer = path.join(work, 'primer');
+fs.mkdirSync(primer);
+fs.writeFileSync(path.join(primer, 'package.json'), JSON.stringify({ name: 'primer', version: '1.0.0', private: true }));
+await runOk('npm', ['install', '--cache', npmCache, '--no-audit', '--no-fund', platformTarball, mainTarball], { cwd: primer });
 
 /** A fresh project with `npm install --offline` of `tgzs`; returns its directory and npm's result. */
 async function install(name, tgzs) {
@@ -150,12 +148,20 @@ test('the tarballs hold what a user needs and nothing else', async (t) => {
   t.log('tarball sizes (bytes):', sizes);
 });
 
-test('npm install --offline of the tarballs takes commander from the npm cache', (t) => {
+test('npm install --offline of the tarballs takes every dependency from the npm cache', (t) => {
   t.is(app.npm.code, 0, app.npm.stderr);
-  const installed = (p) => JSON.parse(fs.readFileSync(path.join(app.dir, 'node_modules', p, 'package.json'), 'utf8'));
-  t.is(installed('commander').version, commanderVersion);
-  t.is(installed('narcache').version, version());
-  t.is(installed(`narcache-${PLATFORM}`).version, version());
+  // npm's record of the tree it installed: every package and its version.
+  const tree = (dir) => {
+    const { packages } = JSON.parse(fs.readFileSync(path.join(dir, 'node_modules', '.package-lock.json'), 'utf8'));
+    return Object.fromEntries(Object.entries(packages).map(([where, p]) => [where, p.version]));
+  };
+  const installed = tree(app.dir);
+  t.deepEqual(installed, tree(primer), 'the offline install resolved what the install with the network did');
+  for (const dependency of Object.keys(JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')).dependencies)) {
+    t.truthy(installed[`node_modules/${dependency}`], `${dependency} is installed`);
+  }
+  t.is(installed['node_modules/narcache'], version());
+  t.is(installed[`node_modules/narcache-${PLATFORM}`], version());
 });
 
 test('npx narcache --version and --help', async (t) => {

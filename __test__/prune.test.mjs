@@ -14,7 +14,7 @@ import { contentSnapshot, hashPart, readNarinfos, narinfoFields } from './helper
 import { CLOSURE_NIX, cleanupTempDirs, cliBuild, closure, makeTempDir, nixBuild, runCli, substitute } from './helpers/nix.mjs';
 
 const many = await buildMany();
-const [dupA, dupB] = await nixBuild(CLOSURE_NIX, ['dupA', 'dupB']);
+const [dupA, dupB, debugInfo] = await nixBuild(CLOSURE_NIX, ['dupA', 'dupB', 'debugInfo']);
 // A leaf deep in the chain: its closure is a fraction of rootA's, reached through many levels.
 const leaf = many.closureA.find((p) => p.endsWith('-leaf-40'));
 const leafClosure = await closure([leaf]);
@@ -52,6 +52,25 @@ test('prune keeps exactly the closure, removes the rest with its NAR files; Nix 
 
   const again = await prune(dir, ['--keep', many.rootA]);
   t.like(again.summary, { removedNarinfos: 0, removedNarFiles: 0, kept: many.closureA.length }, 'a second prune has nothing to do');
+});
+
+test('prune takes the listings of the narinfos it removes and the debug-info links into their NAR files', async (t) => {
+  const dir = makeTempDir('narcache-prune-index-');
+  await cliBuild([dupA, debugInfo], dir, { args: ['--write-nar-listing', '--index-debug-info'] });
+  const listings = () => fs.readdirSync(dir).filter((f) => f.endsWith('.ls')).sort();
+  const links = () => fs.readdirSync(path.join(dir, 'debuginfo'));
+  const linksBefore = links().length;
+  t.true(linksBefore > 0, 'the build wrote debug-info links');
+  const kept = await closure([dupA]);
+  const gone = (await closure([debugInfo])).filter((p) => !kept.includes(p));
+  const r = await prune(dir, ['--keep', dupA]);
+  t.is(r.code, 0, r.stderr);
+  t.like(r.summary, { removedNarinfos: gone.length, removedListings: gone.length, removedDebugInfoLinks: linksBefore });
+  t.deepEqual(listings(), kept.map((p) => `${hashPart(p)}.ls`).sort(), 'the listings of the kept paths, and only those');
+  t.deepEqual(links(), [], 'no link into a removed NAR file');
+  const { code, report } = await verifyJson(dir);
+  t.is(code, 0, JSON.stringify(report?.problems));
+  t.like(report, { ok: true, listings: kept.length, debugInfoLinks: 0, orphans: [] });
 });
 
 test('a dry run lists what would go and removes nothing; the prune then frees what it said', async (t) => {

@@ -50,11 +50,15 @@ for (const [compression, kills] of Object.entries(KILLS)) {
       }
       const before = (await fs.promises.readdir(dir).catch(() => [])).filter((n) => n.endsWith('.narinfo') && !n.startsWith(TEMP_PREFIX)).length;
       const remaining = total - before;
-      const kind = rng.pick(['time', 'temp', 'narinfo']);
+      // The first kill comes as soon as the closure is known: narinfos are published from the
+      // first small paths on, so a random moment may never land before the first one.
+      const kind = done === 0 ? 'opened' : rng.pick(['time', 'temp', 'narinfo']);
       const moment =
-        kind === 'time'
-          ? { kind, ms: 50 + rng.int(1500) }
-          : { kind, n: 1 + rng.int(Math.max(1, remaining - 1)) };
+        kind === 'opened'
+          ? { kind }
+          : kind === 'time'
+            ? { kind, ms: 50 + rng.int(1500) }
+            : { kind, n: 1 + rng.int(Math.max(1, remaining - 1)) };
       const r = await buildAndSignal(['build', many.rootA, '-o', dir, '--compression', compression], dir, moment, 'SIGKILL');
       const label = `kill ${done + 1} (${JSON.stringify(moment)}, cache had ${before} narinfos)`;
       if (r.signal !== 'SIGKILL') {

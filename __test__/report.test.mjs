@@ -29,4 +29,8 @@ test('a verification summary counts narinfos, NAR files and problems in the righ
     verify.formatVerifySummary(report),
     'narcache: checked 1 narinfo and 2 NAR files (10 B → NAR 20 B) in 1.0 s\nnarcache: 1 problem in 1 narinfo\n',
   );
+  t.regex(
+    verify.formatVerifySummary({ ...report, listings: 1, debugInfoLinks: 3 }),
+    /^narcache: checked 1 narinfo, 2 NAR files, 1 listing and 3 debug-info links \(/,
+  );
 });

@@ -7,6 +7,7 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 
@@ -36,7 +37,8 @@ const PARTS = 'buffer-size=5242880';
 const TEMP_PREFIX = '.tmp-narcache-';
 
 // After the awaits above: ava wants the hooks and tests declared at once.
-const gw = gatewayForTests(test);
+// COLD: a storage class besides STANDARD, for storage-class=.
+const gw = gatewayForTests(test, { storageClasses: ['COLD'] });
 
 function cli(args, env = gw.env) {
   return run(process.execPath, [CLI, ...args], { env });
@@ -172,6 +174,72 @@ test.serial('a signed publish substitutes with signatures enforced; narcache sig
   t.is(checked.code, 0, JSON.stringify(checked.report.problems));
 });
 
+/** The bytes an object holds, its Content-Encoding undone as an HTTP client undoes it. */
+async function decoded(bucket, key) {
+  const { Body, ContentEncoding } = await gw.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const bytes = Buffer.from(await Body.transformToByteArray());
+  if (!ContentEncoding) return bytes;
+  if (ContentEncoding === 'br') return zlib.brotliDecompressSync(bytes);
+  const file = path.join(makeTempDir('narcache-s3-enc-'), 'object');
+  fs.writeFileSync(file, bytes);
+  const r = await run('sh', ['-c', `${ContentEncoding} -dc < "$1" | base64 -w0`, 'sh', file]);
+  return Buffer.from(r.stdout, 'base64');
+}
+
+test.serial('narinfo-compression, ls-compression, storage-class: Nix reads the bucket, verify and sign read and rewrite it', async (t) => {
+  const [debugInfo] = await nixBuild(path.join(FIXTURES_DIR, 'closure.nix'), 'debugInfo');
+  const roots = [fx.extra, debugInfo, large];
+  const paths = await closure(roots);
+  // What the same build writes into a directory: the files the bucket must hold, decompressed.
+  const dir = makeTempDir('narcache-s3-plain-');
+  const plain = await cli(['build', ...roots, '-o', dir, '--write-nar-listing', '--index-debug-info']);
+  t.is(plain.code, 0, plain.stderr);
+  const keys = await nixGenerateKey('narcache-s3-enc-1', makeTempDir('narcache-s3-keys-'));
+  for (const encoding of ['xz', 'zstd', 'br']) {
+    const bucket = `encoded-${encoding}`;
+    await gw.bucket(bucket, { anonymousRead: true });
+    const url = gw.url(bucket, `${PARTS}&narinfo-compression=${encoding}&ls-compression=${encoding}&storage-class=COLD`);
+    const summary = await publish(t, roots, url, ['--write-nar-listing', '--index-debug-info']);
+    t.like(summary, { written: paths.length, listings: paths.length, debugInfo: 2 });
+    for (const key of await gw.keys(bucket)) {
+      const h = await head(bucket, key);
+      t.is(h.StorageClass, 'COLD', `${bucket}/${key}: storage class`);
+      const compressed = key.endsWith('.narinfo') || key.endsWith('.ls');
+      t.is(h.ContentEncoding, compressed ? encoding : undefined, `${bucket}/${key}: Content-Encoding`);
+      if (compressed || key.startsWith('debuginfo/')) {
+        t.true((await decoded(bucket, key)).equals(fs.readFileSync(path.join(dir, key))), `${bucket}/${key} holds what the directory holds`);
+      }
+    }
+
+    // Nix decompresses the narinfos as an HTTP client; verify and sign read them too.
+    const res = await substitute(`${gw.endpoint}/${bucket}`, roots);
+    t.is(res.copy.code, 0, `nix copy --from the bucket failed:\n${res.copy.stderr}`);
+    t.is(res.verify.code, 0, res.verify.stderr);
+    const checked = await verify(url);
+    t.is(checked.code, 0, JSON.stringify(checked.report.problems));
+    t.like(checked.report, { narinfos: paths.length, listings: paths.length, debugInfoLinks: 2 });
+    const sign = await cli(['sign', url, '--sign-key-file', keys.secretKeyFile, '--json']);
+    t.is(sign.code, 0, sign.stderr);
+    t.like(JSON.parse(sign.stdout), { signed: paths.length });
+    const rewritten = await head(bucket, `${hashPartOf(fx.extra)}.narinfo`);
+    t.like(rewritten, { ContentEncoding: encoding, StorageClass: 'COLD' });
+    const signed = await substitute(`${gw.endpoint}/${bucket}`, roots, { trustedPublicKey: keys.publicKey.trim() });
+    t.is(signed.copy.code, 0, signed.copy.stderr);
+  }
+  // A listing that says otherwise than its NAR, stored compressed: verify decompresses and reports it.
+  const listing = `${hashPartOf(debugInfo)}.ls`;
+  const tampered = fs.readFileSync(path.join(dir, listing), 'latin1').replace('"size":3,"executable":true', '"size":2,"executable":true');
+  await gw.client.send(
+    new PutObjectCommand({ Bucket: 'encoded-br', Key: listing, Body: zlib.brotliCompressSync(Buffer.from(tampered, 'latin1')), ContentEncoding: 'br' }),
+  );
+  const bad = await verify(gw.url('encoded-br'));
+  t.is(bad.code, 1);
+  t.deepEqual(
+    bad.report.problems.map((p) => [p.file, p.problem]),
+    [[listing, 'does not agree with the NAR: entry "bin/hi": size is 2 in the listing, 3 in the NAR']],
+  );
+});
+
 test.serial('SIGKILL mid-publish leaves the cache true; a re-run completes it and aborts the uploads left open', async (t) => {
   const bucket = 'killed';
   await gw.bucket(bucket);
@@ -278,12 +346,22 @@ test.serial('bad credentials, a missing bucket, an unreachable endpoint: one cle
     {
       what: 'a misspelt parameter',
       url: 's3://errors?endpont=127.0.0.1:9',
-      line: /^narcache: s3:\/\/errors\?endpont=127\.0\.0\.1:9: unknown parameter "endpont" \(narcache takes endpoint, scheme, region, profile, buffer-size\)$/,
+      line: /^narcache: s3:\/\/errors\?endpont=127\.0\.0\.1:9: unknown parameter "endpont" \(narcache takes endpoint, scheme, region, profile, buffer-size, narinfo-compression, ls-compression, storage-class\)$/,
+    },
+    {
+      what: 'a compression of small files that narcache does not write',
+      url: 's3://errors?narinfo-compression=gzip',
+      line: /^narcache: s3:\/\/errors\?narinfo-compression=gzip: narinfo-compression must be xz, zstd, br or none, not "gzip"$/,
     },
     {
       what: "a parameter of Nix's that narcache takes as an option",
       url: 's3://errors?compression=xz',
       line: /^narcache: s3:\/\/errors\?compression=xz: give compression with --compression, not in the URL$/,
+    },
+    {
+      what: "Nix's write-nar-listing, an option of narcache's",
+      url: 's3://errors?write-nar-listing=true',
+      line: /^narcache: s3:\/\/errors\?write-nar-listing=true: give write-nar-listing with --write-nar-listing, not in the URL$/,
     },
   ];
   for (const c of cases) {

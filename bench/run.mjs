@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { nixEnv, REPO, rmrf, run, runOk } from '../__test__/helpers/nix.mjs';
 import { startGateway } from '../__test__/helpers/s3.mjs';
 import { buildClosure } from './closure.mjs';
+import { syntheticClosure } from './many-paths.mjs';
 import { measure, utilisation } from './measure.mjs';
 import { formatBytes, formatRuns, formatTargets, sparkline, svgChart } from './report.mjs';
 
@@ -28,9 +29,11 @@ const BENCH = path.join(REPO, 'bench');
 const COMPRESSIONS = ['none', 'zstd', 'xz'];
 
 const SIZES = {
-  quick: { packages: 16, maxKiB: 128, smallFiles: 500, blobMiB: 2, repeat: 1 },
-  full: { packages: Infinity, maxKiB: 32 * 1024, smallFiles: 30000, blobMiB: 1024, repeat: 3 },
+  quick: { packages: 16, maxKiB: 128, smallFiles: 500, blobMiB: 2, repeat: 1, manyPaths: 2000, hugePaths: 0 },
+  full: { packages: Infinity, maxKiB: 32 * 1024, smallFiles: 30000, blobMiB: 1024, repeat: 3, manyPaths: 25000, hugePaths: 100000 },
 };
+// The open-file limit of the largest closure's run: far below the paths it has.
+const HUGE_OPEN_FILES = 256;
 // On a shared virtual machine one pass may run 20-30 % slower than the
 // next for no reason of its own: a ratio from single passes is mostly that
 // noise. Limits and narcache therefore alternate, and medians are compared.
@@ -47,6 +50,9 @@ const HELP = `usage: npm run bench [-- options]   (bench:quick = --quick)
   --max-package-kib N   largest package taken            (full: 32768, quick: 128)
   --small-files N       files in the small-files path    (full: 30000, quick: 500)
   --blob-mib N          size of the one-file path        (full: 1024, quick: 2)
+  --many-paths N        paths of the many-paths closure  (full: 25000, quick: 2000)
+  --huge-paths N        paths of the largest closure, built under
+                        ulimit -n ${HUGE_OPEN_FILES} (full: 100000, quick: none)
   --repeat N            passes of each limit and narcache's runs against it
                         (for zstd also narcache on the NAR stream as one
                         file), alternating (full: 3, quick: 1); the table
@@ -58,9 +64,12 @@ const HELP = `usage: npm run bench [-- options]   (bench:quick = --quick)
 Groups for --only/--skip: a compression (none, zstd, xz), a tool (narcache,
 nix-copy, mkbinarycache, limit), determinism (narcache's extra
 --jobs 1 run, and --jobs 2 run if the CPU count is not 2), s3
-(narcache publishing to a local Ceph RADOS Gateway), copy (narcache-xz's
-cache copied to another directory by narcache copy and by nix copy; the
-cache is built untimed if narcache-xz does not run), or a run id:
+(narcache publishing to a local Ceph RADOS Gateway), listing (narcache
+zstd with --write-nar-listing), many (the many-paths closure: narcache and
+nix copy, none and zstd, and narcache's re-run with every path present),
+huge (narcache on the largest closure), copy (narcache-xz's cache copied to
+another directory by narcache copy and by nix copy; the cache is built
+untimed if narcache-xz does not run), or a run id:
 `;
 
 function parseOptions() {
@@ -74,6 +83,8 @@ function parseOptions() {
       'max-package-kib': { type: 'string' },
       'small-files': { type: 'string' },
       'blob-mib': { type: 'string' },
+      'many-paths': { type: 'string' },
+      'huge-paths': { type: 'string' },
       repeat: { type: 'string' },
       out: { type: 'string' },
       keep: { type: 'boolean' },
@@ -98,6 +109,8 @@ function parseOptions() {
     maxKiB: number('max-package-kib', size.maxKiB),
     smallFiles: number('small-files', size.smallFiles),
     blobBytes: number('blob-mib', size.blobMiB) * 1024 * 1024,
+    manyPaths: number('many-paths', size.manyPaths),
+    hugePaths: values['huge-paths'] === undefined ? size.hugePaths : number('huge-paths', 0),
     repeat: number('repeat', size.repeat),
     out: path.resolve(values.out ?? path.join(REPO, 'bench-out')),
     keep: values.keep ?? false,
@@ -125,7 +138,7 @@ function medianOf(passes) {
  * narcache's determinism twins, then the peers (slowest last).
  * `groups`: the names --only/--skip select it by.
  */
-function allRuns({ cores, root, files, cacheDir }) {
+function allRuns({ cores, root, files, cacheDir, many, huge }) {
   const runs = [];
   const add = (r) => runs.push({ ...r, groups: [r.id, r.tool, r.compression, ...(r.groups ?? [])] });
   const nixCopy = (compression, id, query = '') =>
@@ -137,7 +150,7 @@ function allRuns({ cores, root, files, cacheDir }) {
       sampled: true,
       argv: ['nix', 'copy', '--to', `file://${path.join(cacheDir, id)}?compression=${compression}${query}`, root],
     });
-  const narcache = (compression, jobs, id, groups, limitGroup) =>
+  const narcache = (compression, jobs, id, groups, limitGroup, flags = []) =>
     add({
       id,
       limitGroup,
@@ -148,7 +161,7 @@ function allRuns({ cores, root, files, cacheDir }) {
       sampled: true,
       captureStdout: true,
       groups,
-      argv: [process.execPath, CLI, 'build', root, '-o', path.join(cacheDir, id), '--compression', compression, '--jobs', String(jobs), '--json'],
+      argv: [process.execPath, CLI, 'build', root, '-o', path.join(cacheDir, id), '--compression', compression, '--jobs', String(jobs), '--json', ...flags],
     });
   for (const c of COMPRESSIONS) {
     if (c === 'none') {
@@ -175,6 +188,9 @@ function allRuns({ cores, root, files, cacheDir }) {
     }
     narcache(c, cores, `narcache-${c}`, [], c);
     if (c === 'zstd') {
+      // What the NAR listings cost, made in the same pass: alternating with
+      // narcache-zstd over the passes, for a comparison of medians.
+      narcache(c, cores, 'narcache-zstd-listing', ['listing'], c, ['--write-nar-listing']);
       // narcache's own pipeline with none of a closure's costs (per path,
       // per file, scheduling, narinfos): the closure's NAR stream packed as
       // one file. Its ratio to the limit is what hashing and writing cost.
@@ -253,6 +269,34 @@ function allRuns({ cores, root, files, cacheDir }) {
     source: copySource,
     argv: ['nix', 'copy', '--no-check-sigs', '--from', `file://${copySource}`, '--to', `file://${copyTo('nix-copy-xz-copy')}?compression=xz`, root],
   });
+  // Many small paths: what each path costs. narcache and nix copy alternate
+  // over the passes, as a limit and narcache do.
+  if (many) {
+    const build = (id, compression) => [process.execPath, CLI, 'build', many.root, '-o', path.join(cacheDir, id), '--compression', compression, '--jobs', String(cores), '--json'];
+    for (const c of ['none', 'zstd']) {
+      const on = { compression: c, closure: 'many', limitGroup: `many-${c}`, kind: 'cache', sampled: true, groups: ['many'] };
+      add({ ...on, id: `narcache-many-${c}`, tool: 'narcache', jobs: cores, captureStdout: true, argv: build(`narcache-many-${c}`, c) });
+      add({ ...on, id: `nix-copy-many-${c}`, tool: 'nix-copy', argv: ['nix', 'copy', '--to', `file://${path.join(cacheDir, `nix-copy-many-${c}`)}?compression=${c}`, many.root] });
+    }
+    // Into a cache that holds every path already (made, untimed, by the same command).
+    const id = 'narcache-many-rerun';
+    add({ id, tool: 'narcache', compression: 'zstd', closure: 'many', jobs: cores, kind: 'cache', captureStdout: true, groups: ['many'], setup: build(id, 'zstd'), argv: build(id, 'zstd') });
+  }
+  if (huge) {
+    const id = 'narcache-huge-zstd';
+    add({
+      id,
+      tool: 'narcache',
+      compression: 'zstd',
+      closure: 'huge',
+      jobs: cores,
+      kind: 'cache',
+      sampled: true,
+      captureStdout: true,
+      groups: ['huge'],
+      argv: ['sh', '-c', `ulimit -n ${HUGE_OPEN_FILES} && exec "$@"`, 'sh', process.execPath, CLI, 'build', huge.root, '-o', path.join(cacheDir, id), '--compression', 'zstd', '--jobs', String(cores), '--json'],
+    });
+  }
   for (const r of runs) if (r.kind === 'cache') r.output = path.join(cacheDir, r.id);
   return runs;
 }
@@ -329,7 +373,7 @@ function log(line = '') {
 async function main() {
   const options = parseOptions();
   if (options.help) {
-    log(HELP + allRuns({ cores: 2, root: '', files: {}, cacheDir: '' }).map((r) => r.id).join(', '));
+    log(HELP + allRuns({ cores: 2, root: '', files: {}, cacheDir: '', many: { root: '' }, huge: { root: '' } }).map((r) => r.id).join(', '));
     return 0;
   }
   if (!fs.existsSync(CLI)) throw new UsageError(`${path.relative(REPO, CLI)} is missing: run npm run build first`);
@@ -369,8 +413,26 @@ async function main() {
     allNar: path.join(cacheDir, 'all.nar'),
     narinfoTails: path.join(cacheDir, 'narinfo-tails'),
   };
-  const runs = select(allRuns({ cores, root: closure.root, files, cacheDir }), options);
+  // The synthetic closures are written only if a run selected needs them.
+  const stub = { root: '' };
+  const selected = select(
+    allRuns({ cores, root: closure.root, files, cacheDir, many: options.manyPaths ? stub : undefined, huge: options.hugePaths ? stub : undefined }),
+    options,
+  );
+  const synthetic = async (kind, count) => {
+    if (!selected.some((r) => r.closure === kind)) return undefined;
+    log(`writing and registering the ${kind}-paths closure (${count} synthetic paths) …`);
+    const started = performance.now();
+    const c = await syntheticClosure(count, { env });
+    log(`closure ${c.root}: ${c.paths} paths, NAR ${formatBytes(c.narSize)}; ready in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    return c;
+  };
+  const many = await synthetic('many', options.manyPaths);
+  const huge = await synthetic('huge', options.hugePaths);
+  const runs = select(allRuns({ cores, root: closure.root, files, cacheDir, many, huge }), options);
   if (!runs.length) throw new UsageError('--only/--skip leave no run');
+  /** The closure a run works on: its number of paths and NAR bytes. */
+  const closureOf = (r) => ({ many, huge })[r.closure] ?? { paths: closure.paths.length, narSize: closure.narSize };
 
   log('preparing (untimed): path list, narinfo tails, NAR stream, warming the page cache …');
   t = performance.now();
@@ -396,6 +458,7 @@ async function main() {
   /** One timed pass of `r`; with `suffix`, its output goes beside the first pass's and is removed after. */
   const pass = async (r, suffix) => {
     const moved = (a) => (suffix && a === r.output ? a + suffix : a);
+    if (r.setup) await runOk(r.setup[0], r.setup.slice(1).map(moved), { env });
     await runOk('sync', []);
     const m = await measure(r.argv.map(moved), {
       env: r.kind === 's3' ? gateway.env : env,
@@ -425,11 +488,12 @@ async function main() {
       id: r.id,
       tool: r.tool,
       compression: r.compression,
+      ...(r.closure ? { closure: r.closure, paths: closureOf(r).paths } : {}),
       ...(r.jobs ? { jobs: r.jobs } : {}),
       ...(build ? { build } : {}),
       command: r.argv.join(' '),
       wallSeconds: m.wallSeconds,
-      mbPerSecond: closure.narSize / 1e6 / m.wallSeconds,
+      mbPerSecond: closureOf(r).narSize / 1e6 / m.wallSeconds,
       cpuSeconds: m.cpuSeconds,
       coresBusy: m.cpuSeconds / m.wallSeconds,
       otherCpuSeconds: m.otherCpuSeconds,
@@ -443,8 +507,13 @@ async function main() {
     } else {
       if (r.output) result.outputBytes = await fileBytes(r.output);
       if (r.kind === 'cache') {
-        const narinfos = (await fsp.readdir(r.output)).filter((f) => f.endsWith('.narinfo')).length;
-        if (narinfos !== closure.paths.length) result.error = `${narinfos} narinfos for ${closure.paths.length} paths`;
+        const names = await fsp.readdir(r.output);
+        const count = (suffix) => names.filter((f) => f.endsWith(suffix)).length;
+        const paths = closureOf(r).paths;
+        if (count('.narinfo') !== paths) result.error = `${count('.narinfo')} narinfos for ${paths} paths`;
+        if (r.argv.includes('--write-nar-listing') && count('.ls') !== paths) {
+          result.error = `${count('.ls')} listings for ${paths} paths`;
+        }
       }
       if (r.kind === 's3') {
         const narinfos = (await gateway.keys(r.bucket)).filter((k) => k.endsWith('.narinfo')).length;
@@ -502,7 +571,7 @@ async function main() {
           }
           for (const [, res] of members) {
             Object.assign(res, medianOf(res.passes));
-            res.mbPerSecond = closure.narSize / 1e6 / res.wallSeconds;
+            res.mbPerSecond = closureOf(res).narSize / 1e6 / res.wallSeconds;
             log(`    ${res.id}: median of ${res.passes.length} passes ${res.wallSeconds.toFixed(2)} s (${res.passes.map((p) => p.wallSeconds.toFixed(2)).join(', ')})`);
           }
         }
@@ -515,7 +584,7 @@ async function main() {
   // Ratios: narcache's wall time over each run's with the same compression.
   const byId = new Map(results.map((r) => [r.id, r]));
   for (const r of results) {
-    const ours = byId.get(`narcache-${r.compression}`);
+    const ours = byId.get(r.closure ? `narcache-${r.closure}-${r.compression}` : `narcache-${r.compression}`);
     if (r !== ours && ours && !ours.error && !r.error) r.narcacheRatio = ours.wallSeconds / r.wallSeconds;
   }
 
@@ -552,10 +621,16 @@ async function main() {
     const measured = ratio(a, b);
     return { what, measured, limit: `${strict ? '<' : '≤'} ${limit}`, met: measured === null ? null : strict ? measured < limit : measured <= limit };
   };
+  const absolute = (what, id, figure, limit) => {
+    const r = byId.get(id);
+    const measured = r && !r.error ? figure(r) : null;
+    return { what, measured, limit: `≤ ${limit}`, met: measured === null ? null : measured <= limit };
+  };
   const targets = [
     target('zstd: narcache ÷ zstd -3 limit', 'narcache-zstd', 'limit-zstd', 1.15),
     target('zstd: narcache ÷ nix copy', 'narcache-zstd', 'nix-copy-zstd', 1, true),
     target('zstd: narcache ÷ mkBinaryCache', 'narcache-zstd', 'mkbinarycache-zstd', 1, true),
+    target('zstd: narcache --write-nar-listing ÷ narcache (what the listings cost)', 'narcache-zstd-listing', 'narcache-zstd', 1.03),
     {
       ...target('zstd: narcache on the NAR stream as one file ÷ zstd -3 limit (information: what hashing and writing cost)', 'narcache-zstd-one-stream', 'limit-zstd', 1.15),
       informational: true,
@@ -565,6 +640,12 @@ async function main() {
     target('none: narcache ÷ read-and-hash limit', 'narcache-none', 'limit-read-hash', 2),
     target('none: narcache ÷ nix copy', 'narcache-none', 'nix-copy-none', 0.5),
     target('xz cache copied: narcache copy ÷ nix copy between two file:// caches (issue 21)', 'narcache-xz-copy', 'nix-copy-xz-copy', 0.1),
+    target('many paths, zstd: narcache ÷ nix copy', 'narcache-many-zstd', 'nix-copy-many-zstd', 0.5),
+    target('many paths, none: narcache ÷ nix copy', 'narcache-many-none', 'nix-copy-many-none', 0.5),
+    target(`${HUGE_OPEN_FILES} open files, ${options.hugePaths} paths: narcache ÷ narcache on ${options.manyPaths} paths (zstd)`, 'narcache-huge-zstd', 'narcache-many-zstd', 4.5),
+    absolute('many paths: narcache re-run, everything present, wall s', 'narcache-many-rerun', (r) => r.wallSeconds, 2),
+    ...['narcache-many-zstd', 'narcache-many-none'].map((id) => absolute(`${id}: peak RSS MiB`, id, (r) => r.peakRssMiB, 200)),
+    absolute('narcache-huge-zstd: peak RSS MiB', 'narcache-huge-zstd', (r) => r.peakRssMiB, 300),
     ...COMPRESSIONS.map((c) => {
       const r = byId.get(`narcache-${c}`);
       const measured = r && !r.error ? r.peakRssMiB : null;

@@ -17,11 +17,29 @@ export declare class CancelToken {
 }
 
 /**
+ * `data` compressed whole with `compression` (`xz`, `zstd` or `none`) at
+ * its default level: for small files such as narinfos, not NARs.
+ */
+export declare function compressBytes(compression: string, data: Buffer): Promise<Buffer>
+
+/**
  * The size of the pieces the compressor's workers take in parallel (xz
  * block, zstd job), or 0 for `none`: a path of `n` NAR bytes can use at
  * most `ceil(n / chunkSize)` threads.
  */
 export declare function compressionChunkSize(compression: string): number
+
+/**
+ * `data` decompressed whole; rejects if it is not a valid stream of
+ * `compression` or would come to more than `maxBytes`.
+ */
+export declare function decompressBytes(compression: string, data: Buffer, maxBytes: number): Promise<Buffer>
+
+/** What a NAR check should also collect, from the same pass. */
+export interface IndexOptions {
+  listing?: boolean
+  debugInfo?: boolean
+}
 
 /**
  * Takes an advisory lock (flock) on the directory `dir`: shared, which
@@ -39,6 +57,17 @@ export interface NarCheck {
   /** `sha256:<nix32>` of the NAR inside: what `NarHash` must say. */
   narHash: string
   narSize: number
+  /** The NAR's listing as Nix 2.8 writes it, if asked for. */
+  listing?: Buffer
+  /** The paths of its debug-info files, if asked for. */
+  debugInfo?: Array<string>
+}
+
+export interface NewFile {
+  target: string
+  contents: Buffer
+  /** Leave a file already under the name as it is. */
+  keepExisting?: boolean
 }
 
 /**
@@ -82,6 +111,10 @@ export interface PackOptions {
    */
   expectedNarHash?: string
   expectedNarSize?: number
+  /** Also give the NAR's listing (`listing` of the result), from the same pass. */
+  listing?: boolean
+  /** Also give its debug-info files (`debugInfo` of the result). */
+  debugInfo?: boolean
 }
 
 /** Totals of [`PackProgress`] since the process started. */
@@ -104,6 +137,13 @@ export interface PackResult {
   /** Where the file lies, relative to the cache: `nar/<filehash>.nar.<ext>`. */
   url: string
   compression: string
+  /** The NAR's listing as Nix writes it (`<hash>.ls`), if asked for. */
+  listing?: Buffer
+  /**
+   * The paths in the NAR of its debug-info files
+   * (`lib/debug/.build-id/<2 hex>/<38 hex>.debug`), if asked for.
+   */
+  debugInfo?: Array<string>
 }
 
 /**
@@ -115,6 +155,16 @@ export interface PackResult {
  * this Promise with its message; so does `cancel.cancel()`, as for `pack`.
  */
 export declare function packStream(source: string, chunkSize: number, onChunk: (chunk: Buffer) => Promise<void>, options?: PackOptions | undefined | null, cancel?: CancelToken | undefined | null): Promise<PackedStream>
+
+/**
+ * Writes each file under a temporary name beside its target (`mode`
+ * exactly, or 0644 less the umask), makes them and the files at
+ * `alsoSync` durable as one batch, then names them in order: renamed over
+ * what is there, or with `overwrite` false (or `keepExisting`) linked,
+ * failing if the name is taken (leaving it, for `keepExisting`). One file
+ * is open at a time.
+ */
+export declare function publishFiles(files: Array<NewFile>, alsoSync: Array<string>, mode: number | undefined | null, overwrite: boolean): Promise<void>
 
 /**
  * The closure of `roots` (full store paths) as Nix's SQLite database `db`
@@ -176,15 +226,17 @@ export declare function unlockDirectory(id: number): void
  * that does not name the file, e.g. `not a valid xz stream (lzma data
  * error)`, `NAR ends early at byte 1234 (expected "entry" or ")")`,
  * `unsupported compression "bzip2" (narcache handles zstd, xz and none)`.
+ * With `index`, the NAR's listing and debug-info files come with the result.
  */
-export declare function verifyNar(file: string, compression: string): Promise<NarCheck>
+export declare function verifyNar(file: string, compression: string, index?: IndexOptions | undefined | null): Promise<NarCheck>
 
 /**
  * Like `verifyNar`, but reads the NAR file from `read`, which resolves to
  * its next bytes, or to null at its end; a rejection by `read` rejects
- * this Promise with `cannot read the file: <its message>`.
+ * this Promise with `cannot read the file: <its message>`. `index` as for
+ * `verifyNar`.
  */
-export declare function verifyNarStream(compression: string, read: () => Promise<Buffer | null>): Promise<NarCheck>
+export declare function verifyNarStream(compression: string, read: () => Promise<Buffer | null>, index?: IndexOptions | undefined | null): Promise<NarCheck>
 
 /** Totals of [`VerifyProgress`] since the process started. */
 export declare function verifyProgress(): VerifyProgress

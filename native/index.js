@@ -836,13 +836,16 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.CancelToken = nativeBinding.CancelToken
+module.exports.compressBytes = nativeBinding.compressBytes
 module.exports.compressionChunkSize = nativeBinding.compressionChunkSize
+module.exports.decompressBytes = nativeBinding.decompressBytes
 module.exports.lockDirectory = nativeBinding.lockDirectory
 module.exports.nix32Decode = nativeBinding.nix32Decode
 module.exports.nix32Encode = nativeBinding.nix32Encode
 module.exports.pack = nativeBinding.pack
 module.exports.packProgress = nativeBinding.packProgress
 module.exports.packStream = nativeBinding.packStream
+module.exports.publishFiles = nativeBinding.publishFiles
 module.exports.readStoreDb = nativeBinding.readStoreDb
 module.exports.scanStore = nativeBinding.scanStore
 module.exports.syncFiles = nativeBinding.syncFiles

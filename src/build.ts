@@ -8,8 +8,11 @@ import { formatNarinfo, narinfoFor } from './narinfo';
 import type { Compression } from './pack';
 import { plan } from './plan';
 import { destinationAt } from './publish/open';
+import { PublishOrder } from './publish/order';
 import { signNarinfo, type SecretKey } from './signing';
-import type { Destination } from './publish/destination';
+import type { CompanionFile, Destination } from './publish/destination';
+import { debugInfoLink } from './debug-info';
+import { listingName } from './listing';
 import { loadClosure, type ClosureSource } from './sources/load';
 import { DEFAULT_STORE_DIR, hashPart } from './store-path';
 
@@ -25,6 +28,14 @@ export interface WriteOptions {
   storeRoot?: string;
   /** Each narinfo written carries one signature per key, besides those the store holds. */
   signKeys?: SecretKey[];
+  /** Write `<hash>.ls`, the NAR's listing, beside each narinfo written (Nix's `write-nar-listing`). */
+  writeNarListing?: boolean;
+  /** Write `debuginfo/<build-id>.debug` links to the debug-info files of the paths written (Nix's `index-debug-info`). */
+  indexDebugInfo?: boolean;
+  /** `Priority:` of a new cache's `nix-cache-info`; an existing cache must already say so. */
+  priority?: number;
+  /** `WantMassQuery: 1` in a new cache's `nix-cache-info`; an existing cache must already say so. */
+  wantMassQuery?: boolean;
   onProgress?: (progress: BuildProgress) => void;
   /**
    * Aborting stops the build cleanly: packing in progress is abandoned
@@ -68,7 +79,13 @@ export interface BuildSummary {
   narBytes: number;
   fileBytes: number;
   compression: Compression;
+  /** `<hash>.ls` files written. */
+  listings: number;
+  /** Debug-info files found in the paths written, each linked from `debuginfo/` unless a link was there. */
+  debugInfo: number;
   seconds: number;
+  /** Requests sent to the destination, for a bucket (S3). */
+  requests?: number;
 }
 
 const PROGRESS_INTERVAL_MS = 200;
@@ -98,13 +115,15 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   const jobs = options.jobs ?? os.availableParallelism();
   if (!Number.isInteger(jobs) || jobs < 1) throw new NarcacheError(`--jobs must be a positive integer, not ${jobs}`);
   const storeRoot = options.storeRoot ?? closure.storeDir;
+  const requestsBefore = dest.requests;
+  const { priority } = options;
+  if (priority !== undefined && !Number.isInteger(priority)) throw new NarcacheError(`--priority must be an integer, not ${priority}`);
 
-  await dest.open(closure.storeDir);
+  await dest.open({ storeDir: closure.storeDir, priority, wantMassQuery: options.wantMassQuery });
   const { todo, present } = await plan(closure, dest);
 
-  const published = new Set(present);
-  type Waiting = { info: PathInfo; text: string; fileSize: number };
-  const waiting = new Map<string, Waiting>();
+  type Waiting = { info: PathInfo; text: string; fileSize: number; companions: CompanionFile[] };
+  const order = new PublishOrder<Waiting>(todo);
   const baseline = packProgress();
   const progress: BuildProgress = {
     pathsTotal: todo.length,
@@ -116,6 +135,8 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
     elapsedSeconds: 0,
   };
   let fileBytes = 0;
+  let listings = 0;
+  let debugInfo = 0;
   const report = (written?: BuildProgress['written']) => {
     const now = packProgress();
     progress.narBytesDone = now.narBytes - baseline.narBytes;
@@ -131,21 +152,17 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   let publishing = Promise.resolve();
   const publishReady = async () => {
     if (options.signal?.aborted) return;
-    const batch = new Map<string, Waiting>();
-    const isPublished = (r: string) => published.has(r) || batch.has(r);
-    for (let progressed = true; progressed; ) {
-      progressed = false;
-      for (const [storePath, entry] of waiting) {
-        if (batch.has(storePath) || !entry.info.references.every((r) => r === storePath || isPublished(r))) continue;
-        batch.set(storePath, entry);
-        progressed = true;
-      }
-    }
-    if (!batch.size) return;
-    await dest.writeNarinfos([...batch].map(([storePath, entry]) => ({ hashPart: hashPart(storePath), text: entry.text })));
+    const batch = order.take();
+    if (!batch.length) return;
+    await dest.writeNarinfos(
+      batch.map(([storePath, entry]) => ({
+        hashPart: hashPart(storePath),
+        text: entry.text,
+        references: entry.info.references.filter((r) => r !== storePath).map(hashPart),
+        companions: entry.companions,
+      })),
+    );
     for (const [storePath, entry] of batch) {
-      waiting.delete(storePath);
-      published.add(storePath);
       progress.pathsDone++;
       report({ path: storePath, narSize: entry.info.narSize, fileSize: entry.fileSize });
     }
@@ -169,9 +186,18 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
         threads,
         expected: { narHash: info.narHash, narSize: info.narSize },
         cancel,
+        listing: options.writeNarListing,
+        debugInfo: options.indexDebugInfo,
       });
       fileBytes += file.fileSize;
-      waiting.set(info.path, { info, text: formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? [])), fileSize: file.fileSize });
+      if (file.listing) listings++;
+      debugInfo += file.debugInfo?.length ?? 0;
+      const companions = [
+        ...(file.listing ? [{ name: listingName(hashPart(info.path)), data: file.listing }] : []),
+        ...(file.debugInfo ?? []).map((member) => debugInfoLink(member, file.url)),
+      ];
+      const text = formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? []));
+      order.add(info.path, { info, text, fileSize: file.fileSize, companions });
       // Not awaited: the path's threads go back to the budget while its
       // narinfo waits for those of its references. A failed batch ends
       // publishing (and, through `stopped`, packing).
@@ -204,6 +230,9 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
     narBytes: progress.narBytesTotal,
     fileBytes,
     compression,
+    listings,
+    debugInfo,
     seconds: (performance.now() - started) / 1000,
+    ...(requestsBefore !== undefined ? { requests: dest.requests! - requestsBefore } : {}),
   };
 }

@@ -15,7 +15,7 @@ const FILE_CALLS = 32;
 const READ_CHUNK = 1 << 20;
 
 // Far more than any narinfo needs; a larger file is refused unread.
-const MAX_NARINFO_BYTES = 1 << 20;
+export const MAX_NARINFO_BYTES = 1 << 20;
 
 /** Refuses a narinfo of `size` bytes before it is read, if it is too large to be one. */
 export function checkNarinfoSize(size: number): void {
@@ -77,10 +77,34 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
     return {
       id: real,
       size: stat.size,
-      check: (compression) => verifyNar(real, compression),
+      check: (compression, index) => verifyNar(real, compression, index),
       // A buffer of a MiB for each of tens of thousands of small files keeps the collector busy.
       read: () => createReadStream(real, { highWaterMark: Math.min(READ_CHUNK, Math.max(stat.size, 1)) }),
     };
+  }
+
+  async files(dir: string, suffix: string): Promise<string[]> {
+    const names = await fs.readdir(path.join(this.location, dir)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return [];
+      throw new NarcacheError(`${path.join(this.location, dir)}: ${e.message}`);
+    });
+    return names
+      .filter((n) => n.endsWith(suffix) && !n.startsWith(TEMP_PREFIX))
+      .map((n) => dir + n)
+      .sort();
+  }
+
+  async readFile(name: string, maxBytes: number): Promise<Buffer> {
+    try {
+      const file = path.join(this.location, name);
+      const { size } = await fs.stat(file);
+      if (size > maxBytes) throw new NarcacheError(`is ${size} bytes, more than the ${maxBytes} checked`);
+      return await fs.readFile(file);
+    } catch (e) {
+      if (e instanceof NarcacheError) throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new NarcacheError(code === 'ENOENT' ? 'cannot be read: it is missing' : `cannot be read: ${(e as Error).message}`);
+    }
   }
 
   async narFiles(): Promise<CacheFile[]> {

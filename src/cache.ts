@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { NarcacheError } from './errors';
-import type { NarCheck } from './native';
+import type { IndexOptions, NarCheck } from './native';
 import type { Narinfo } from './narinfo';
 import type { Destination } from './publish/destination';
 import type { S3Location } from './publish/s3-location';
@@ -14,7 +14,7 @@ export interface NarFile {
    * Streams the file once through the Rust core; rejects with a one-line
    * reason that does not name the file.
    */
-  check(compression: string): Promise<NarCheck>;
+  check(compression: string, index?: IndexOptions): Promise<NarCheck>;
   /** The file's bytes, streamed in pieces of about a MiB. */
   read(): AsyncIterable<Buffer>;
   /** Where it lies, if in a bucket: another bucket of the same service copies it without downloading it. */
@@ -51,6 +51,18 @@ export interface Cache extends Destination {
   narFile(url: string): Promise<NarFile | { problem: string }>;
   /** Every file below `nar/`, relative to the cache, but those being written. */
   narFiles(): Promise<CacheFile[]>;
+  /**
+   * The files directly in `dir` (`''` for the cache's top, or `debuginfo/`)
+   * whose names end in `suffix`, relative to the cache, sorted, without
+   * those being written; none if `dir` is missing.
+   */
+  files(dir: string, suffix: string): Promise<string[]>;
+  /**
+   * The bytes of a file of the cache (a listing, a debug-info link); throws
+   * a one-line error that does not name the file if it is missing,
+   * unreadable or larger than `maxBytes`.
+   */
+  readFile(name: string, maxBytes: number): Promise<Buffer>;
   /**
    * What writers left behind or are still writing: temporary files (a
    * directory's, beside the narinfos and in `nar/`), temporary objects and

@@ -49,6 +49,10 @@ interface BuildFlags {
   scan?: boolean;
   storeDir: string;
   storeRoot?: string;
+  writeNarListing?: boolean;
+  indexDebugInfo?: boolean;
+  priority?: number;
+  wantMassQuery?: boolean;
 }
 
 const SOURCE_OPTIONS = ['fromAttrs', 'fromRegistration', 'fromPathInfo', 'db', 'scan'];
@@ -96,7 +100,8 @@ program
   .requiredOption(
     '-o, --output <cache>',
     'the cache: a directory (created if missing), or s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R&profile=P ' +
-      '(an existing bucket; parameters as Nix spells them, all optional, buffer-size=BYTES for the upload part size)',
+      '(an existing bucket; parameters as Nix spells them, all optional, buffer-size=BYTES for the upload part size, ' +
+      'narinfo-compression and ls-compression=xz|zstd|br to store those compressed with Content-Encoding, storage-class=CLASS)',
   )
   .addOption(
     new Option('-c, --compression <method>', 'how NAR files are compressed')
@@ -126,6 +131,13 @@ program
   )
   .option('--store-dir <dir>', 'the logical store directory, written into narinfos', storeDirectory, DEFAULT_STORE_DIR)
   .option('--store-root <dir>', "where the store's files are, if not at --store-dir: a chroot store's ROOT/nix/store, a mounted image")
+  .option('--write-nar-listing', "write <hash>.ls, the JSON listing of each NAR written, as nix copy's write-nar-listing=true does")
+  .option(
+    '--index-debug-info',
+    "write debuginfo/<build-id>.debug links to each lib/debug/.build-id/ file of the paths written, as nix copy's index-debug-info=true does",
+  )
+  .option('--priority <n>', "Priority: of a new cache's nix-cache-info (substituters are tried lowest first; cache.nixos.org has 40)", integer(0))
+  .option('--want-mass-query', "WantMassQuery: 1 in a new cache's nix-cache-info")
   .action(async (paths: string[], opts: BuildFlags) => {
     const signKeys = await Promise.all((opts.signKeyFile ?? []).map(readSecretKeyFile));
     const reporter = progressReporter(process.stderr);
@@ -143,6 +155,10 @@ program
         source: sourceOf(opts),
         storeDir: opts.storeDir,
         storeRoot: opts.storeRoot,
+        writeNarListing: opts.writeNarListing,
+        indexDebugInfo: opts.indexDebugInfo,
+        priority: opts.priority,
+        wantMassQuery: opts.wantMassQuery,
       });
       reporter.done();
       if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
@@ -188,7 +204,8 @@ program
   .description(
     'check that CACHE (a directory or s3:// URL) is sound: every narinfo parses, names a NAR file inside nar/ with the ' +
       'FileSize and FileHash it states, that decompresses to a well-formed NAR with its NarSize and NarHash, ' +
-      'and has narinfos for all its references; with keys, one valid signature by a trusted key. Prints one ' +
+      'and has narinfos for all its references; with keys, one valid signature by a trusted key; NAR listings (<hash>.ls) ' +
+      'agree with their NARs and debug-info links (debuginfo/) point to a member of a NAR of the cache. Prints one ' +
       'line per problem and lists NAR files no narinfo names (orphans, which are not problems); ' +
       'exits 0 only if there is no problem (with --repair: none left)',
   )
@@ -231,7 +248,8 @@ program
   .command('prune')
   .description(
     'remove from CACHE (a directory or s3:// URL) every narinfo outside the closure of the paths to keep, then every NAR ' +
-      'file no remaining narinfo names, then temporary files and unfinished uploads older than the grace age; referrers go ' +
+      'file no remaining narinfo names (the listings of the narinfos removed and the debug-info links into the NAR files ' +
+      'removed with them), then temporary files and unfinished uploads older than the grace age; referrers go ' +
       'before what they refer to, so the cache stays sound throughout. In a directory, prune waits for builds and copies ' +
       'into it to end, and they wait for it',
   )
@@ -278,7 +296,8 @@ program
   .command('copy')
   .description(
     'copy the binary cache FROM to TO (each a directory or s3:// URL), narinfos and NAR files as they are, never ' +
-      "recompressing; each NAR file's FileSize and FileHash are checked as it streams. In build's order: a narinfo " +
+      "recompressing, with their listings and debug-info links; each NAR file's FileSize and FileHash are checked as it " +
+      "streams. In build's order: a narinfo " +
       'after its NAR file and its references, paths TO has are skipped, so re-running resumes. Bucket to bucket on ' +
       'one endpoint, the service copies the NAR files itself (only their size is checked: verify TO after). ' +
       'Exits 1 if a path could not be copied',

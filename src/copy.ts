@@ -1,13 +1,16 @@
 import type { Cache } from './cache';
+import { forEachDebugInfoLink } from './debug-info';
 import { NarcacheError } from './errors';
 import { parseHash } from './hash';
+import { listingName, MAX_LISTING_BYTES } from './listing';
 import { formatNarinfo, parseNarinfo } from './narinfo';
-import type { NarinfoText } from './publish/destination';
+import { parseCacheInfo, type CompanionFile, type NarinfoText } from './publish/destination';
 import { cacheAt } from './publish/open';
+import { PublishOrder } from './publish/order';
 import { runWithBudget } from './schedule';
 import { signNarinfo, type SecretKey } from './signing';
 import { resolveRoots } from './sources/roots';
-import { hashPart, storeDirOf } from './store-path';
+import { hashPart } from './store-path';
 import { narUrl } from './verify';
 
 export interface CopyOptions {
@@ -62,22 +65,21 @@ interface Entry {
   /** Hash parts of the other paths it references. */
   references: string[];
   storePath?: string;
+  /** Its URL, as the narinfo gives it. */
+  url: string;
   fileSize: number;
-  /** References not yet published in the destination. */
-  waitingFor: number;
-  narCopied: boolean;
+  /** A reference is in neither cache: it is never published. */
+  blocked?: boolean;
 }
 
 const READ_CONCURRENCY = 32;
 const DEFAULT_JOBS = 4;
 const PROGRESS_INTERVAL_MS = 200;
-// A directory writes a batch's narinfos with a file open for each (writeFilesAtomic):
-// a bound that an open-file limit of 256 allows beside the NAR files being copied.
-const NARINFOS_AT_ONCE = 128;
 
 /**
  * Copies the binary cache at `from` to `to` (each a directory or an `s3://`
- * URL, or a Cache), narinfos and NAR files as they are, never recompressing:
+ * URL, or a Cache), narinfos and NAR files as they are, never recompressing,
+ * with the listings and debug-info links that go with them:
  * each NAR file's size and SHA-256 are checked against its narinfo while it
  * streams (bucket to bucket on one service, the service copies it and only
  * the size is checked). The order is build's: a narinfo is written only
@@ -107,8 +109,10 @@ async function copy(from: Cache, to: Cache, options: CopyOptions): Promise<CopyS
   if (!Number.isInteger(jobs) || jobs < 1) throw new NarcacheError(`--jobs must be a positive integer, not ${jobs}`);
   const cacheInfo = await from.readCacheInfo();
   if (cacheInfo === undefined) throw new NarcacheError(`${from.location}: not a binary cache (no nix-cache-info)`);
-  const storeDir = storeDirOf(cacheInfo);
-  await to.open(storeDir);
+  const info = parseCacheInfo(cacheInfo);
+  const { storeDir } = info;
+  // A new cache says what the source says; an existing one need only be for the same store.
+  await to.open((await to.readCacheInfo()) === undefined ? info : { storeDir });
   const present = new Set((await to.narinfoFiles()).map(stemOf));
   const problems: CopyProblem[] = [];
   const { entries, skipped } = await select(from, present, options.keep && resolveRoots(options.keep, storeDir).map(hashPart), problems);
@@ -126,48 +130,56 @@ async function copy(from: Cache, to: Cache, options: CopyOptions): Promise<CopyS
     options.onProgress?.({ ...progress, ...(copied ? { copied } : {}) });
   };
 
-  // Who refers to whom among the paths to copy; a reference neither there
-  // nor in the destination can never be satisfied.
-  const referrers = new Map<string, Entry[]>();
+  // A reference neither among the paths to copy nor in the destination can never be satisfied.
   for (const e of entries.values()) {
-    for (const r of e.references) {
-      if (entries.has(r)) {
-        e.waitingFor++;
-        const list = referrers.get(r);
-        if (list) list.push(e);
-        else referrers.set(r, [e]);
-      } else if (!present.has(r)) {
-        problems.push({ file: e.file, storePath: e.storePath, problem: `its reference ${r}… has no narinfo in ${from.location}` });
-        e.waitingFor = Infinity;
-      }
-    }
+    const lost = e.references.find((r) => !entries.has(r) && !present.has(r));
+    if (lost === undefined) continue;
+    problems.push({ file: e.file, storePath: e.storePath, problem: `its reference ${lost}… has no narinfo in ${from.location}` });
+    e.blocked = true;
   }
+
+  // What describes a path besides its narinfo goes with it, before it, as build writes it:
+  // its listing, and the debug-info links into its NAR file (a link there already is kept).
+  const listings = new Set(await from.files('', '.ls'));
+  const links = new Map<string, CompanionFile[]>();
+  await forEachDebugInfoLink(from, (file, { archive }, data) => {
+    if (!archive.startsWith('../')) return;
+    const url = archive.slice('../'.length);
+    const into = links.get(url) ?? [];
+    into.push({ name: file, data, keepExisting: true });
+    links.set(url, into);
+  });
+  const companionsOf = async (stem: string, e: Entry): Promise<CompanionFile[]> => {
+    const listing = listingName(stem);
+    return [
+      ...(listings.has(listing) ? [{ name: listing, data: await from.readFile(listing, MAX_LISTING_BYTES) }] : []),
+      ...(links.get(e.url) ?? []),
+    ];
+  };
 
   // Narinfos go in batches as they become ready: their NAR file copied and
   // every reference published or earlier in the batch, which is published
   // in order (a chain of paths whose NAR files are there goes in one batch,
-  // with one sync, rather than one batch each).
-  let ready: Entry[] = [];
+  // with one sync, rather than one batch each). A path that is blocked or
+  // whose NAR file fails is never added, so its referrers wait for ever.
+  const order = new PublishOrder<Entry>([...entries].map(([path, e]) => ({ path, references: e.references })));
   let publishing = Promise.resolve();
   let failure: unknown;
   let copied = 0;
   const publishReady = async () => {
-    const batch = ready;
-    ready = [];
-    for (let i = 0; i < batch.length; i++) {
-      for (const referrer of referrers.get(stemOf(batch[i].file)) ?? []) {
-        if (--referrer.waitingFor === 0 && referrer.narCopied) batch.push(referrer);
-      }
-    }
-    for (let start = 0; start < batch.length; start += NARINFOS_AT_ONCE) {
-      const slice = batch.slice(start, start + NARINFOS_AT_ONCE);
-      await to.writeNarinfos(slice.map((e): NarinfoText => ({ hashPart: stemOf(e.file), text: signed(e.text, options.signKeys) })));
-    }
-    for (const e of batch) {
+    const batch = order.take();
+    if (!batch.length) return;
+    const narinfos: NarinfoText[] = new Array(batch.length);
+    await runWithBudget([...batch.keys()], READ_CONCURRENCY, () => 1, async (i) => {
+      const [stem, e] = batch[i];
+      narinfos[i] = { hashPart: stem, text: signed(e.text, options.signKeys), references: e.references, companions: await companionsOf(stem, e) };
+    }, () => false);
+    await to.writeNarinfos(narinfos);
+    for (const [stem, e] of batch) {
       copied++;
       progress.pathsDone++;
       report({ path: e.storePath!, fileSize: e.fileSize });
-      entries.delete(stemOf(e.file));
+      entries.delete(stem);
       e.text = '';
     }
   };
@@ -181,9 +193,8 @@ async function copy(from: Cache, to: Cache, options: CopyOptions): Promise<CopyS
       if (throughUs !== undefined) fileBytes += e.fileSize;
       if (throughUs === false) serverSide++;
       progress.fileBytesDone += e.fileSize;
-      e.narCopied = true;
-      if (e.waitingFor === 0) {
-        ready.push(e);
+      if (!e.blocked) {
+        order.add(stemOf(e.file), e);
         publishing = publishing.then(publishReady);
         publishing.catch((err: unknown) => {
           failure ??= err;
@@ -192,7 +203,6 @@ async function copy(from: Cache, to: Cache, options: CopyOptions): Promise<CopyS
     } catch (err) {
       if (!(err instanceof NarcacheError)) throw err;
       problems.push({ file: e.file, storePath: e.storePath, problem: err.message });
-      e.waitingFor = Infinity;
     }
   };
 
@@ -270,9 +280,8 @@ async function select(
       text,
       references: n.references.map(hashPart).filter((r) => r !== stem),
       storePath: n.storePath,
+      url: n.url,
       fileSize: n.fileSize ?? 0,
-      waitingFor: 0,
-      narCopied: false,
     });
   };
   if (!roots) {

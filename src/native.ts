@@ -7,7 +7,7 @@ import type * as Binding from '../native/index.js';
 import { NarcacheError } from './errors';
 import { loadFailureMessage } from './prebuilt';
 
-export type { NarCheck, PackedStream, PackOptions, PackProgress, PackResult, VerifyProgress } from '../native/index.js';
+export type { IndexOptions, NarCheck, PackedStream, PackOptions, PackProgress, PackResult, VerifyProgress } from '../native/index.js';
 
 function load(): typeof Binding {
   try {
@@ -20,13 +20,16 @@ function load(): typeof Binding {
 export type CancelToken = Binding.CancelToken;
 export const {
   CancelToken,
+  compressBytes,
   compressionChunkSize,
+  decompressBytes,
   lockDirectory,
   nix32Decode,
   nix32Encode,
   pack,
   packProgress,
   packStream,
+  publishFiles,
   readStoreDb,
   scanStore,
   syncFiles,

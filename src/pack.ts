@@ -15,6 +15,10 @@ export interface PackPathOptions {
   expected?: { narHash: string; narSize: number };
   /** Cancelling it abandons the pack and leaves no file behind. */
   cancel?: CancelToken;
+  /** Also give the NAR's listing (`listing` of the result), made in the same pass. */
+  listing?: boolean;
+  /** Also give the paths of its debug-info files (`debugInfo` of the result). */
+  debugInfo?: boolean;
 }
 
 /**
@@ -69,5 +73,7 @@ function nativeOptions(options: PackPathOptions): PackOptions {
     threads: options.threads ?? os.availableParallelism(),
     expectedNarHash: options.expected?.narHash,
     expectedNarSize: options.expected?.narSize,
+    listing: options.listing,
+    debugInfo: options.debugInfo,
   };
 }

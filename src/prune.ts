@@ -1,6 +1,8 @@
 import * as fs from 'node:fs/promises';
 import type { Cache, CacheFile } from './cache';
+import { forEachDebugInfoLink } from './debug-info';
 import { fileError, NarcacheError } from './errors';
+import { listingName } from './listing';
 import { withCache } from './publish/open';
 import { runWithBudget } from './schedule';
 import { loadClosure, type ClosureSource } from './sources/load';
@@ -44,7 +46,8 @@ export interface PruneProgress {
 }
 
 export interface PruneRemoval {
-  kind: 'narinfo' | 'nar' | 'temporary';
+  /** `listing`: a narinfo's `<hash>.ls`; `debug-info`: a `debuginfo/` link into a NAR file removed. */
+  kind: 'narinfo' | 'nar' | 'listing' | 'debug-info' | 'temporary';
   /** Relative to the cache. */
   file: string;
   /** The store path a narinfo was for, when it could be read. */
@@ -62,6 +65,9 @@ export interface PruneSummary {
   kept: number;
   removedNarinfos: number;
   removedNarFiles: number;
+  /** NAR listings of the narinfos removed, and debug-info links into the NAR files removed. */
+  removedListings: number;
+  removedDebugInfoLinks: number;
   removedTemporary: number;
   /** Bytes of the NAR files and temporary files removed. */
   freedBytes: number;
@@ -133,7 +139,7 @@ async function prune(cache: Cache, options: PruneOptions): Promise<PruneSummary>
     }
     keepClosure(entries, roots.map(hashPart));
 
-    const removal = { narinfos: 0, narFiles: 0, temporary: 0, bytes: 0 };
+    const removal = { narinfos: 0, narFiles: 0, listings: 0, links: 0, temporary: 0, bytes: 0 };
     const removed = (r: PruneRemoval) => {
       removal.bytes += r.size;
       progress.removed++;
@@ -160,6 +166,16 @@ async function prune(cache: Cache, options: PruneOptions): Promise<PruneSummary>
       }
     }
 
+    // A listing describes its narinfo's path, and is optional: it goes once the narinfo has.
+    const listings = new Set(await cache.files('', '.ls'));
+    const staleListings = doomed.map((e) => listingName(e.file.slice(0, -'.narinfo'.length))).filter((l) => listings.has(l));
+    progress.toRemove += staleListings.length;
+    if (!dryRun) await cache.remove(staleListings);
+    for (const file of staleListings) {
+      removal.listings++;
+      removed({ kind: 'listing', file, size: 0 });
+    }
+
     if (!dryRun) await keepNewcomers(cache, entries);
     const named = new Set<string>();
     for (const e of entries.values()) if (e.url !== undefined) named.add(e.url);
@@ -167,7 +183,14 @@ async function prune(cache: Cache, options: PruneOptions): Promise<PruneSummary>
     const old = (f: CacheFile) => now - f.modified >= graceMs;
     const narFiles = (await cache.narFiles()).filter((f) => !named.has(f.file) && (freed.has(f.file) || old(f)));
     const temporary = (await cache.temporaryFiles()).filter(old);
-    progress.toRemove += narFiles.length + temporary.length;
+    // Links into a NAR file go before it, so that no link ever points to a missing file.
+    const links = await linksInto(cache, new Set(narFiles.map((f) => f.file)));
+    progress.toRemove += links.length + narFiles.length + temporary.length;
+    if (!dryRun) await cache.remove(links);
+    for (const file of links) {
+      removal.links++;
+      removed({ kind: 'debug-info', file, size: 0 });
+    }
     if (!dryRun) await cache.remove(narFiles);
     for (const f of narFiles) {
       removal.narFiles++;
@@ -187,6 +210,8 @@ async function prune(cache: Cache, options: PruneOptions): Promise<PruneSummary>
       kept: entries.size,
       removedNarinfos: removal.narinfos,
       removedNarFiles: removal.narFiles,
+      removedListings: removal.listings,
+      removedDebugInfoLinks: removal.links,
       removedTemporary: removal.temporary,
       freedBytes: removal.bytes,
       missing,
@@ -196,6 +221,20 @@ async function prune(cache: Cache, options: PruneOptions): Promise<PruneSummary>
     clearInterval(timer);
     release();
   }
+}
+
+/**
+ * The debug-info links (`debuginfo/<build-id>.debug`) whose archive is one
+ * of `narFiles`; one that does not parse is not prune's to judge (verify
+ * reports it), and stays.
+ */
+async function linksInto(cache: Cache, narFiles: Set<string>): Promise<string[]> {
+  if (!narFiles.size) return [];
+  const found: string[] = [];
+  await forEachDebugInfoLink(cache, (file, { archive }) => {
+    if (archive.startsWith('../') && narFiles.has(archive.slice(3))) found.push(file);
+  });
+  return found.sort();
 }
 
 /** The store paths whose closures are kept, from every option that names some. */

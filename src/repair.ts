@@ -53,7 +53,7 @@ async function repair(cache: Cache, options: RepairOptions): Promise<RepairRepor
   const failures: VerifyProblem[] = [];
   if (broken.length) {
     const storeDir = storeDirOf((await cache.readCacheInfo()) ?? '');
-    await cache.open(storeDir);
+    await cache.open({ storeDir });
     const storeRoot = options.storeRoot ?? storeDir;
     for (const file of broken) {
       try {
@@ -100,6 +100,6 @@ async function repairOne(cache: Cache, file: string, storeDir: string, storeRoot
   const text = same
     ? await cache.readNarinfoText(file)
     : formatNarinfo({ ...n, url: packed.url, compression: packed.compression, fileHash: packed.fileHash, fileSize: packed.fileSize });
-  await cache.writeNarinfos([{ hashPart: file.slice(0, -'.narinfo'.length), text }]);
+  await cache.writeNarinfos([{ hashPart: file.slice(0, -'.narinfo'.length), text, references: [] }]);
   return { file, storePath: n.storePath, url: packed.url, narinfoRewritten: !same };
 }

@@ -60,7 +60,7 @@ async function signAll(cache: Cache, options: SignCacheOptions): Promise<SignSum
       async (file) => {
         try {
           const withSigs = await signedNarinfo(cache, file, options.keys);
-          if (withSigs) batch.push({ hashPart: file.slice(0, -'.narinfo'.length), text: formatNarinfo(withSigs) });
+          if (withSigs) batch.push({ hashPart: file.slice(0, -'.narinfo'.length), text: formatNarinfo(withSigs), references: [] });
         } catch (e) {
           failure ??= e;
         }

@@ -2,7 +2,9 @@ import * as os from 'node:os';
 import type { Cache, NarFile } from './cache';
 import { NarcacheError } from './errors';
 import { parseHash } from './hash';
-import { verifyProgress, type NarCheck } from './native';
+import { DEBUG_INFO_DIR, forEachDebugInfoLink } from './debug-info';
+import { listingMismatch, listingName, MAX_LISTING_BYTES } from './listing';
+import { verifyProgress, type IndexOptions, type NarCheck } from './native';
 import type { Narinfo } from './narinfo';
 import { withCache } from './publish/open';
 import { runWithBudget } from './schedule';
@@ -32,7 +34,7 @@ export interface VerifyProgress {
 
 /** One thing wrong with a cache. */
 export interface VerifyProblem {
-  /** The file at fault, relative to the cache: `<hash>.narinfo`, `nix-cache-info`. */
+  /** The file at fault, relative to the cache: `<hash>.narinfo`, `<hash>.ls`, `debuginfo/<id>.debug`, `nix-cache-info`. */
   file: string;
   /** The store path its narinfo describes, when it could be read. */
   storePath?: string;
@@ -54,6 +56,10 @@ export interface VerifyReport {
   valid: number;
   /** Distinct NAR files checked. */
   narFiles: number;
+  /** NAR listings (`<hash>.ls`) checked against their NARs. */
+  listings: number;
+  /** Debug-info links (`debuginfo/<build-id>.debug`) checked. */
+  debugInfoLinks: number;
   fileBytes: number;
   narBytes: number;
   problems: VerifyProblem[];
@@ -71,6 +77,12 @@ const INDEX_CONCURRENCY = 32;
 const PROGRESS_INTERVAL_MS = 200;
 
 type NarOutcome = NarCheck | { error: string };
+
+/** A debug-info link, read, waiting for the check of the NAR it points into. */
+interface PendingLink {
+  file: string;
+  member: string;
+}
 
 /**
  * Checks that a flat-file binary cache (a directory, or an `s3://` URL) is
@@ -91,14 +103,27 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
   const problems: VerifyProblem[] = [];
   const storeDir = await readStoreDir(cache, problems);
 
-  // Pass 1: store path per narinfo file stem (undefined: unreadable), and the NAR files named.
+  const listings = new Set(await cache.files('', '.ls'));
+  const links = await readDebugInfoLinks(cache, problems);
+  const linksTotal = [...links.values()].reduce((sum, l) => sum + l.length, 0);
+  const linked = new Set(links.keys());
+
+  // Pass 1: store path per narinfo file stem (undefined: unreadable), the NAR files named,
+  // how many narinfos name each, and which need a listing made of them.
   const storePaths = new Map<string, string | undefined>();
   const named = new Map<string, number>();
+  const namings = new Map<string, number>();
+  const listed = new Set<string>();
   await runWithBudget(narinfoFiles, INDEX_CONCURRENCY, () => 1, async (file) => {
     const n = await cache.readNarinfo(file).catch(() => undefined);
-    storePaths.set(file.slice(0, -'.narinfo'.length), n?.storePath);
+    const stem = file.slice(0, -'.narinfo'.length);
+    storePaths.set(stem, n?.storePath);
     const url = n && narUrl(n.url);
-    if (url && typeof url === 'string') named.set(url, n.fileSize ?? 0);
+    if (url && typeof url === 'string') {
+      named.set(url, n.fileSize ?? 0);
+      namings.set(url, (namings.get(url) ?? 0) + 1);
+      if (listings.has(listingName(stem))) listed.add(url);
+    }
   }, () => false);
 
   const progress: VerifyProgress = {
@@ -121,11 +146,11 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
   const narChecks = new Map<string, Promise<NarOutcome>>();
   let narBytes = 0;
   let fileBytes = 0;
-  const checkNar = (file: NarFile, compression: string): Promise<NarOutcome> => {
-    const key = `${compression}\0${file.id}`;
+  const checkNar = (file: NarFile, compression: string, index: IndexOptions): Promise<NarOutcome> => {
+    const key = `${compression}\0${index.listing}\0${index.debugInfo}\0${file.id}`;
     let check = narChecks.get(key);
     if (!check) {
-      check = file.check(compression).then(
+      check = file.check(compression, index).then(
         (r) => {
           narBytes += r.narSize;
           fileBytes += r.fileSize;
@@ -138,7 +163,43 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
     return check;
   };
 
-  const context: CheckContext = { cache, storeDir, storePaths, trusted, checkNar };
+  let listingsChecked = 0;
+  const context: CheckContext = {
+    cache,
+    storeDir,
+    storePaths,
+    trusted,
+    checkNar,
+    indexFor: (url) => ({ listing: listed.has(url), debugInfo: linked.has(url) }),
+    checkIndex: async (stem, url, nar) => {
+      const found: VerifyProblem[] = [];
+      // A NAR that could not be read is the narinfo's problem, not its links'.
+      if (!nar) {
+        links.delete(url);
+        return found;
+      }
+      const listing = listingName(stem);
+      if (nar.listing && listings.has(listing)) {
+        listingsChecked++;
+        const mismatch = await checkListing(cache, listing, nar.listing);
+        if (mismatch) found.push({ file: listing, problem: mismatch });
+      }
+      for (const link of links.get(url) ?? []) {
+        if (!nar.debugInfo?.includes(link.member)) {
+          found.push({ file: link.file, problem: `its archive ../${url} has no debug-info file ${link.member}` });
+        }
+      }
+      links.delete(url);
+      // The last narinfo that names this NAR is done with what was made of it.
+      const left = (namings.get(url) ?? 1) - 1;
+      namings.set(url, left);
+      if (!left) {
+        nar.listing = undefined;
+        nar.debugInfo = undefined;
+      }
+      return found;
+    },
+  };
   let valid = 0;
   const timer = options.onProgress ? setInterval(report, PROGRESS_INTERVAL_MS) : undefined;
   try {
@@ -154,6 +215,16 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
   }
   report();
 
+  // Links into a NAR that no narinfo names: missing, or an orphan (which an
+  // interrupted build leaves with its links), read as its name says it is compressed.
+  for (const [url, waiting] of links) {
+    const found = await checkOrphanArchive(cache, url);
+    for (const link of waiting) {
+      const problem = typeof found === 'string' ? found : found.includes(link.member) ? undefined : `has no debug-info file ${link.member}`;
+      if (problem) problems.push({ file: link.file, problem: `its archive ../${url} ${problem}` });
+    }
+  }
+
   const orphans = (await cache.narFiles()).map((f) => f.file).filter((f) => !named.has(f));
   problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   return {
@@ -162,6 +233,8 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
     narinfos: narinfoFiles.length,
     valid,
     narFiles: narChecks.size,
+    listings: listingsChecked,
+    debugInfoLinks: linksTotal,
     fileBytes,
     narBytes,
     problems,
@@ -175,7 +248,11 @@ interface CheckContext {
   storeDir: string;
   storePaths: Map<string, string | undefined>;
   trusted: PublicKey[];
-  checkNar: (file: NarFile, compression: string) => Promise<NarOutcome>;
+  checkNar: (file: NarFile, compression: string, index: IndexOptions) => Promise<NarOutcome>;
+  /** What to make of the NAR at `url` besides its hashes: a listing, its debug-info files. */
+  indexFor: (url: string) => IndexOptions;
+  /** Problems with the listing of the narinfo `<stem>.narinfo` and the debug-info links into its NAR at `url`. */
+  checkIndex: (stem: string, url: string, nar: NarCheck | undefined) => Promise<VerifyProblem[]>;
 }
 
 /** Everything wrong with one narinfo and the NAR file it names. */
@@ -213,11 +290,17 @@ async function checkNarinfo(c: CheckContext, file: string): Promise<VerifyProble
   problems.push(...checkSignatures(n, narHash !== undefined, c.trusted));
 
   const url = narUrl(n.url);
+  let index: VerifyProblem[] = [];
   if (typeof url !== 'string') narProblems.push(`URL ${JSON.stringify(n.url)} ${url.outside}`);
-  else narProblems.push(...(await checkNarFile(c, n, url, { fileHash, narHash })));
+  else {
+    const checked = await checkNarFile(c, n, url, { fileHash, narHash });
+    narProblems.push(...checked.problems);
+    index = await c.checkIndex(file.slice(0, -'.narinfo'.length), url, checked.nar);
+  }
   return [
     ...problems.map((problem) => ({ file, storePath, problem })),
     ...narProblems.map((problem) => ({ file, storePath, problem, nar: true as const })),
+    ...index.map((p) => ({ ...p, storePath })),
   ];
 }
 
@@ -276,23 +359,24 @@ export function narUrl(url: string): string | { outside: string } {
 /**
  * Checks the NAR file against the narinfo. It must be a file the cache can
  * read (for a directory: a regular file that does not lead out of `nar/`),
- * and is streamed once through the Rust core.
+ * and is streamed once through the Rust core; gives the outcome if the
+ * stream was a well-formed NAR.
  */
 async function checkNarFile(
   c: CheckContext,
   n: Narinfo,
   url: string,
   stated: { fileHash?: Buffer; narHash?: Buffer },
-): Promise<string[]> {
+): Promise<{ problems: string[]; nar?: NarCheck }> {
   const found = await c.cache.narFile(url);
-  if ('problem' in found) return [`NAR file ${url} ${found.problem}`];
+  if ('problem' in found) return { problems: [`NAR file ${url} ${found.problem}`] };
   const problems: string[] = [];
   // Checked apart from the stream, which may not get to the end of a damaged file.
   if (n.fileSize !== undefined && found.size !== n.fileSize) {
     problems.push(`FileSize is ${n.fileSize} but ${url} has ${found.size} bytes`);
   }
-  const nar = await c.checkNar(found, n.compression);
-  if ('error' in nar) return [...problems, `NAR file ${url}: ${nar.error}`];
+  const nar = await c.checkNar(found, n.compression, c.indexFor(url));
+  if ('error' in nar) return { problems: [...problems, `NAR file ${url}: ${nar.error}`] };
   if (stated.fileHash && !stated.fileHash.equals(parseHash(nar.fileHash))) {
     problems.push(`FileHash does not match ${url}, whose hash is ${nar.fileHash}`);
   }
@@ -300,7 +384,58 @@ async function checkNarFile(
   if (stated.narHash && !stated.narHash.equals(parseHash(nar.narHash))) {
     problems.push(`NarHash does not match the NAR in ${url}, whose hash is ${nar.narHash}`);
   }
-  return problems;
+  return { problems, nar };
+}
+
+/** Why the listing `name` does not describe the NAR whose own listing is `expected`, if it does not. */
+async function checkListing(cache: Cache, name: string, expected: Buffer): Promise<string | undefined> {
+  try {
+    return listingMismatch(await cache.readFile(name, MAX_LISTING_BYTES), expected);
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/** The debug-info files of the NAR file at `url` that no narinfo names, or what keeps them from being known. */
+async function checkOrphanArchive(cache: Cache, url: string): Promise<string[] | string> {
+  const nar = await cache.narFile(url);
+  if ('problem' in nar) return nar.problem === 'is missing' ? 'is missing' : `is unusable: ${nar.problem}`;
+  const method = url.endsWith('.nar.xz') ? 'xz' : url.endsWith('.nar.zst') ? 'zstd' : url.endsWith('.nar') ? 'none' : undefined;
+  if (!method) return 'is named by no narinfo, and its name does not say how it is compressed';
+  try {
+    return (await nar.check(method, { debugInfo: true })).debugInfo ?? [];
+  } catch (e) {
+    return `is named by no narinfo and is no ${method} NAR: ${(e as Error).message.split('\n')[0]}`;
+  }
+}
+
+/**
+ * The debug-info links of the cache by the NAR they point into (relative
+ * to the cache); a link that does not parse, names a place outside `nar/`
+ * or is not named after its member's build ID is a problem.
+ */
+async function readDebugInfoLinks(cache: Cache, problems: VerifyProblem[]): Promise<Map<string, PendingLink[]>> {
+  const links = new Map<string, PendingLink[]>();
+  await forEachDebugInfoLink(
+    cache,
+    (file, link) => {
+      const url = link.archive.startsWith('../') ? narUrl(link.archive.slice(3)) : { outside: 'does not start with ../' };
+      if (typeof url !== 'string') {
+        problems.push({ file, problem: `its archive ${JSON.stringify(link.archive)} ${url.outside}` });
+        return;
+      }
+      const [dir, name] = link.member.split('/').slice(-2);
+      if (file !== `${DEBUG_INFO_DIR}${dir}${name}`) {
+        problems.push({ file, problem: `is not named after its member ${link.member}` });
+        return;
+      }
+      const into = links.get(url) ?? [];
+      into.push({ file, member: link.member });
+      links.set(url, into);
+    },
+    (file, e) => problems.push({ file, problem: `does not parse: ${e.message}` }),
+  );
+  return links;
 }
 
 /** The store directory the cache is for, from `nix-cache-info` (which Nix needs). */

@@ -100,9 +100,9 @@ export function runCli(args, { readOnly, env = nixEnv } = {}) {
   return run(cmd, argv, { env });
 }
 
-/** Run the CLI `build … --json` and return the parsed summary; throws unless exit 0. */
-export async function cliBuild(paths, dest, { compression, level, jobs } = {}) {
-  const args = ['build', ...paths, '-o', dest, '--json'];
+/** Run the CLI `build … --json [...args]` and return the parsed summary; throws unless exit 0. */
+export async function cliBuild(paths, dest, { compression, level, jobs, args: extra = [] } = {}) {
+  const args = ['build', ...paths, '-o', dest, '--json', ...extra];
   if (compression) args.push('--compression', compression);
   if (level !== undefined) args.push('--level', String(level));
   if (jobs !== undefined) args.push('--jobs', String(jobs));
@@ -262,11 +262,14 @@ export function nixDumpHash(storePath) {
 
 /**
  * nix copy --to 'file://DIR?compression=C' PATHS (copies the closure);
- * with secretKeyFile, Nix signs every narinfo it writes (`&secret-key=F`).
+ * with secretKeyFile, Nix signs every narinfo it writes (`&secret-key=F`);
+ * `params` adds more of the store URL's parameters (`{ 'write-nar-listing': 'true' }`).
  */
-export async function nixCopyTo(cacheDir, paths, compression = 'xz', { secretKeyFile } = {}) {
-  const key = secretKeyFile ? `&secret-key=${secretKeyFile}` : '';
-  await runOk('nix', ['copy', '--to', `file://${cacheDir}?compression=${compression}${key}`, ...paths]);
+export async function nixCopyTo(cacheDir, paths, compression = 'xz', { secretKeyFile, params = {} } = {}) {
+  const query = Object.entries({ compression, ...(secretKeyFile ? { 'secret-key': secretKeyFile } : {}), ...params })
+    .map(([k, v]) => `${k}=${v}`)
+    .join('&');
+  await runOk('nix', ['copy', '--to', `file://${cacheDir}?${query}`, ...paths]);
 }
 
 /**

@@ -45,8 +45,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * `env` holds the credentials (and nothing from the caller's AWS configuration) for
  * running the CLI; `client` is an S3Client to look at buckets independently of narcache.
  * `memoryBytes`: what the OSD may hold, in RAM (deleted data is freed only later).
+ * `storageClasses`: storage classes besides STANDARD that the gateway offers (RGW knows
+ * only those of its placement, read when it starts).
  */
-export async function startGateway({ memoryBytes = 2 * 1024 ** 3 } = {}) {
+export async function startGateway({ memoryBytes = 2 * 1024 ** 3, storageClasses = [] } = {}) {
   const dir = makeTempDir('narcache-rgw-');
   const [monV2, monV1, rgwPort] = [await freePort(), await freePort(), await freePort()];
   const monAddr = `[v2:127.0.0.1:${monV2},v1:127.0.0.1:${monV1}]`;
@@ -172,22 +174,39 @@ rgw_frontends = beast endpoint=127.0.0.1:${rgwPort}
     await ceph('ceph', ['osd', 'new', osdUuid]);
     await ceph('ceph-osd', ['-i', '0', '--mkfs', '--osd-uuid', osdUuid]);
     daemon('ceph-osd', ['-f', '-i', '0']);
-    daemon('radosgw', ['-f', '-n', 'client.rgw']);
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    for (;;) {
-      const ok = await fetch(`${endpoint}/`).then((r) => r.status === 200, () => false);
-      if (ok) break;
-      const dead = children.find((c) => c.exitCode !== null);
-      if (dead || Date.now() > deadline) {
-        const logs = await fsp.readFile(path.join(dir, 'log', 'radosgw.out'), 'utf8').catch(() => '');
-        throw new Error(`the RADOS gateway did not come up${dead ? ` (${dead.spawnfile} exited)` : ''}:\n${logs.slice(-3000)}`);
+    const startRgw = async () => {
+      const rgw = daemon('radosgw', ['-f', '-n', 'client.rgw']);
+      const deadline = Date.now() + READY_TIMEOUT_MS;
+      for (;;) {
+        const ok = await fetch(`${endpoint}/`).then((r) => r.status === 200, () => false);
+        if (ok) return rgw;
+        const dead = children.find((c) => c.exitCode !== null);
+        if (dead || Date.now() > deadline) {
+          const logs = await fsp.readFile(path.join(dir, 'log', 'radosgw.out'), 'utf8').catch(() => '');
+          throw new Error(`the RADOS gateway did not come up${dead ? ` (${dead.spawnfile} exited)` : ''}:\n${logs.slice(-3000)}`);
+        }
+        await sleep(100);
       }
-      await sleep(100);
-    }
+    };
+    const rgw = await startRgw();
     await ceph('radosgw-admin', [
       'user', 'create', '--uid=narcache-test', '--display-name=narcache test',
       `--access-key=${ACCESS_KEY}`, `--secret-key=${SECRET_KEY}`,
     ]);
+    if (storageClasses.length) {
+      // The zone exists once the gateway has run; the gateway reads its placement when it starts.
+      for (const storageClass of storageClasses) {
+        const placement = ['--placement-id', 'default-placement', '--storage-class', storageClass];
+        await ceph('radosgw-admin', ['zonegroup', 'placement', 'add', '--rgw-zonegroup', 'default', ...placement]);
+        const pool = `default.rgw.${storageClass.toLowerCase()}.data`;
+        await ceph('radosgw-admin', ['zone', 'placement', 'add', '--rgw-zone', 'default', ...placement, '--data-pool', pool]);
+      }
+      const exited = new Promise((resolve) => rgw.once('exit', resolve));
+      rgw.kill('SIGTERM');
+      await exited;
+      children.splice(children.indexOf(rgw), 1);
+      await startRgw();
+    }
   } catch (e) {
     await gateway.stop();
     throw e;
@@ -217,16 +236,17 @@ export async function cephMissing() {
 /**
  * For an ava test file (call it after the file's top-level awaits, where its tests are
  * declared: ava wants hooks and tests declared at once):
- * before the file's tests, fails if Ceph is missing, else starts a gateway; after them,
+ * before the file's tests, fails if Ceph is missing, else starts a gateway (`options`: those of
+ * startGateway); after them,
  * stops it and removes the temporary directories. Returns an object that is the gateway
  * (see startGateway) while the tests run.
  */
-export function gatewayForTests(test) {
+export function gatewayForTests(test, options = {}) {
   const gw = {};
   test.before(async () => {
     const missing = await cephMissing();
     if (missing) throw new Error(`the S3 tests need Ceph's RADOS Gateway: ${missing}`);
-    Object.assign(gw, await startGateway());
+    Object.assign(gw, await startGateway(options));
   });
   test.after.always(async () => {
     await gw.stop?.();

@@ -1,6 +1,7 @@
 import { NarcacheError } from '../errors';
 import type { PackResult } from '../native';
 import type { PackPathOptions } from '../pack';
+import { DEFAULT_STORE_DIR } from '../store-path';
 
 /**
  * Where a cache is published. Planning, packing and publishing speak only
@@ -9,9 +10,12 @@ import type { PackPathOptions } from '../pack';
 export interface Destination {
   /** How to name this destination in messages. */
   readonly location: string;
+  /** For a service reached over the network: the requests sent to it so far. */
+  readonly requests?: number;
   /** Creates the cache layout and `nix-cache-info`, or checks those present. */
-  open(storeDir: string): Promise<void>;
-  hasNarinfo(hashPart: string): Promise<boolean>;
+  open(info: CacheInfo): Promise<void>;
+  /** Which of the narinfos named by these hash parts the cache holds. */
+  presentNarinfos(hashParts: string[]): Promise<Set<string>>;
   /**
    * Packs the store path at `source` and stores its NAR file under the
    * name the result's `url` gives; resolves only once the file is complete
@@ -19,10 +23,12 @@ export interface Destination {
    */
   writeNar(source: string, options: PackPathOptions): Promise<PackResult>;
   /**
-   * Publishes narinfos one after another in the given order, each
-   * atomically (readers see all of it or nothing), and none before its own
-   * bytes and every NAR file written before the call are durable: not even
-   * a power loss leaves a narinfo that points to a short file.
+   * Publishes narinfos, each atomically (readers see all of it or nothing),
+   * none before the narinfos of its references that come earlier in the
+   * list, and none before its own bytes, its companions and every NAR file
+   * written before the call are durable: not even a power loss leaves a
+   * narinfo that points to a short file. A narinfo's companions are
+   * published the same way, before it.
    */
   writeNarinfos(narinfos: NarinfoText[]): Promise<void>;
   /** Makes everything published so far durable, the last names included. */
@@ -34,17 +40,74 @@ export interface Destination {
 export interface NarinfoText {
   hashPart: string;
   text: string;
+  /** Hash parts of the paths it refers to (itself aside), to be published before it. */
+  references: string[];
+  /** Files that describe the same path (its listing, debug-info links), published before the narinfo. */
+  companions?: CompanionFile[];
 }
 
-/** The `nix-cache-info` of a new cache, as Nix writes it. */
-export function cacheInfoText(storeDir: string): string {
-  return `StoreDir: ${storeDir}\n`;
+export interface CompanionFile {
+  /** Relative to the cache: `<hash>.ls`, `debuginfo/<build-id>.debug`. */
+  name: string;
+  data: string | Uint8Array;
+  /** Leave a file already under this name as it is (Nix never overwrites a debug-info link). */
+  keepExisting?: boolean;
 }
 
-/** Refuses to add paths of `storeDir` to a cache whose `nix-cache-info` names another store. */
-export function checkCacheInfo(location: string, cacheInfo: string, storeDir: string): void {
-  const cacheStoreDir = /^StoreDir: (.*)$/m.exec(cacheInfo)?.[1];
-  if (cacheStoreDir !== undefined && cacheStoreDir !== storeDir) {
-    throw new NarcacheError(`${location} is a cache for store ${cacheStoreDir}, not ${storeDir}`);
+/** What `nix-cache-info` says. */
+export interface CacheInfo {
+  storeDir: string;
+  /** `Priority:`: substituters are tried lowest first (cache.nixos.org: 40). */
+  priority?: number;
+  /** `WantMassQuery: 1`. */
+  wantMassQuery?: boolean;
+}
+
+/**
+ * The `nix-cache-info` of a new cache: the line Nix writes, then those
+ * that Nix reads but leaves to whoever serves the cache, in the order
+ * cache.nixos.org gives them.
+ */
+export function cacheInfoText(info: CacheInfo): string {
+  return (
+    `StoreDir: ${info.storeDir}\n` +
+    (info.wantMassQuery ? 'WantMassQuery: 1\n' : '') +
+    (info.priority !== undefined ? `Priority: ${info.priority}\n` : '')
+  );
+}
+
+/**
+ * Refuses to add to a cache whose `nix-cache-info` names another store,
+ * or lacks the priority or mass-query setting asked for: the file is
+ * never rewritten under its readers.
+ */
+export function checkCacheInfo(location: string, cacheInfo: string, info: CacheInfo): void {
+  const field = (name: string) => cacheInfoField(cacheInfo, name);
+  const storeDir = field('StoreDir');
+  if (storeDir !== undefined && storeDir !== info.storeDir) {
+    throw new NarcacheError(`${location} is a cache for store ${storeDir}, not ${info.storeDir}`);
   }
+  const mismatch = (what: string, found: string | undefined, wanted: string) =>
+    new NarcacheError(`${location} has ${found === undefined ? `no ${what}` : `${what} ${found}`} in its nix-cache-info, not ${wanted}`);
+  const priority = field('Priority');
+  if (info.priority !== undefined && (priority === undefined || Number(priority) !== info.priority)) {
+    throw mismatch('Priority', priority, String(info.priority));
+  }
+  const massQuery = field('WantMassQuery');
+  if (info.wantMassQuery && massQuery !== '1') throw mismatch('WantMassQuery', massQuery, '1');
+}
+
+/** What a `nix-cache-info` says; a store directory it does not name is Nix's default. */
+export function parseCacheInfo(cacheInfo: string): CacheInfo {
+  const priority = Number(cacheInfoField(cacheInfo, 'Priority') ?? NaN);
+  return {
+    storeDir: cacheInfoField(cacheInfo, 'StoreDir') ?? DEFAULT_STORE_DIR,
+    ...(Number.isInteger(priority) ? { priority } : {}),
+    ...(cacheInfoField(cacheInfo, 'WantMassQuery') === '1' ? { wantMassQuery: true } : {}),
+  };
+}
+
+/** A field of a `nix-cache-info`, parsed as Nix parses it: `Name: value`, the value trimmed. */
+function cacheInfoField(cacheInfo: string, name: string): string | undefined {
+  return new RegExp(`^${name}:(.*)$`, 'm').exec(cacheInfo)?.[1].trim();
 }

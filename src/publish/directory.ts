@@ -2,9 +2,9 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { lockCacheDirectory } from '../cache-lock';
 import { NarcacheError } from '../errors';
-import type { PackResult } from '../native';
+import { publishFiles, type PackResult } from '../native';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
+import { cacheInfoText, checkCacheInfo, type CacheInfo, type Destination, type NarinfoText } from './destination';
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
@@ -22,12 +22,14 @@ export class DirectoryDestination implements Destination {
   protected unsynced: string[] = [];
   /** Releases the shared lock taken by open (see lockCacheDirectory). */
   private unlock?: () => void;
+  /** Directories other than the cache's own that companions were published into (debuginfo/). */
+  private readonly companionDirs = new Set<string>();
 
   constructor(dir: string) {
     this.location = path.resolve(dir);
   }
 
-  async open(storeDir: string): Promise<void> {
+  async open(info: CacheInfo): Promise<void> {
     for (const sub of ['', ...LAYOUT_DIRS]) {
       await fs.mkdir(path.join(this.location, sub), { recursive: true }).catch(writeError);
     }
@@ -36,17 +38,16 @@ export class DirectoryDestination implements Destination {
       if (e.code === 'ENOENT') return undefined;
       throw writeError(e);
     });
-    if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(storeDir));
-    else checkCacheInfo(this.location, existing, storeDir);
+    if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(info));
+    else checkCacheInfo(this.location, existing, info);
     // A file system without locks leaves writers unlocked, as before; only prune needs the lock.
     this.unlock ??= await lockCacheDirectory(this.location, 'shared').catch(() => undefined);
   }
 
-  async hasNarinfo(hashPart: string): Promise<boolean> {
-    return fs.access(this.narinfoPath(hashPart)).then(
-      () => true,
-      () => false,
-    );
+  /** One listing of the directory, however many paths are asked about. */
+  async presentNarinfos(hashParts: string[]): Promise<Set<string>> {
+    const names = new Set(await fs.readdir(this.location).catch(writeError));
+    return new Set(hashParts.filter((h) => names.has(`${h}.narinfo`)));
   }
 
   /**
@@ -64,8 +65,14 @@ export class DirectoryDestination implements Destination {
     const nars = this.unsynced;
     this.unsynced = [];
     try {
+      const companions = narinfos.map((n) =>
+        (n.companions ?? []).map((c) => ({ target: path.join(this.location, c.name), text: c.data, keepExisting: c.keepExisting })),
+      );
+      for (const c of companions.flat()) {
+        if (path.dirname(c.target) !== this.location) this.companionDirs.add(path.dirname(c.target));
+      }
       await writeFilesAtomic(
-        narinfos.map((n) => ({ target: this.narinfoPath(n.hashPart), text: n.text })),
+        narinfos.flatMap((n, i) => [...companions[i], { target: this.narinfoPath(n.hashPart), text: n.text }]),
         { alsoSync: nars },
       );
     } catch (e) {
@@ -75,7 +82,7 @@ export class DirectoryDestination implements Destination {
   }
 
   async flush(): Promise<void> {
-    await makeDurable([this.location]);
+    await makeDurable([this.location, ...this.companionDirs]);
   }
 
   /** Releases the lock open took; no file stays open between writes. */
@@ -103,51 +110,30 @@ export function writeFileAtomic(target: string, text: string, options: WriteFile
   return writeFilesAtomic([{ target, text }], options);
 }
 
+export interface FileText {
+  target: string;
+  text: string | Uint8Array;
+  /** Leave a file already at the target as it is (whatever `overwrite` says). */
+  keepExisting?: boolean;
+}
+
 /**
  * Writes each text under a temporary name beside its target, makes them
  * durable with one sync, then renames them into place in order (or, not to
- * overwrite, hard-links each, which fails if its target exists).
+ * overwrite, hard-links each, which fails if its target exists). The Rust
+ * core does it on a thread of its own with one file open at a time, however
+ * many there are; the message of a failure names the file.
  */
-export async function writeFilesAtomic(
-  files: { target: string; text: string }[],
-  options: WriteFileOptions = {},
-): Promise<void> {
-  const temps = files.map(({ target }) => temporaryName(target));
-  let target: string | undefined;
-  try {
-    await Promise.all(files.map((file, i) => writeNew(temps[i], file.text, options.mode)));
-    await makeDurable([...(options.alsoSync ?? []), ...temps]);
-    for (const [i, file] of files.entries()) {
-      target = file.target;
-      if (options.overwrite ?? true) {
-        await fs.rename(temps[i], target);
-      } else {
-        await fs.link(temps[i], target);
-        await fs.rm(temps[i]);
-      }
-    }
-  } catch (e) {
-    await Promise.all(temps.map((t) => fs.rm(t, { force: true }).catch(() => undefined)));
-    if (e instanceof NarcacheError) throw e;
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new NarcacheError(`${target} already exists`);
-    throw writeError(e as NodeJS.ErrnoException);
-  }
+export async function writeFilesAtomic(files: FileText[], options: WriteFileOptions = {}): Promise<void> {
+  const native = files.map((f) => ({ target: f.target, contents: Buffer.from(f.text), keepExisting: f.keepExisting }));
+  await publishFiles(native, options.alsoSync ?? [], options.mode, options.overwrite ?? true).catch((e: Error) => {
+    throw new NarcacheError(e.message);
+  });
 }
 
 /** A name beside `target` to write it under until it is complete. */
 export function temporaryName(target: string): string {
   return path.join(path.dirname(target), `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`);
-}
-
-async function writeNew(file: string, text: string, mode: number | undefined): Promise<void> {
-  const handle = await fs.open(file, 'wx', mode ?? 0o644);
-  try {
-    // open's mode is filtered by the umask; a mode given is meant exactly.
-    if (mode !== undefined) await handle.chmod(mode);
-    await handle.writeFile(text);
-  } finally {
-    await handle.close();
-  }
 }
 
 /** A failed file system call as one line: the path and the system's reason. */

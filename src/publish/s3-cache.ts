@@ -1,9 +1,9 @@
 import type { Readable } from 'node:stream';
 import { DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { checkedStream, type Cache, type CacheFile, type NarFile } from '../cache';
-import { checkNarinfoSize, parseNarinfoFile } from '../cache-dir';
+import { MAX_NARINFO_BYTES, parseNarinfoFile } from '../cache-dir';
 import { NarcacheError } from '../errors';
-import { verifyNarStream } from '../native';
+import { verifyNarStream, type IndexOptions } from '../native';
 import type { Narinfo } from '../narinfo';
 import { TEMP_PREFIX } from './directory';
 import { S3Destination } from './s3';
@@ -29,21 +29,16 @@ export class S3Cache extends S3Destination implements Cache {
     return names.sort();
   }
 
+  /** Stored as it is or compressed (narinfo-compression), as its Content-Encoding says. */
   async readNarinfo(file: string): Promise<Narinfo> {
     return parseNarinfoFile(await this.readNarinfoText(file), file);
   }
 
   async readNarinfoText(file: string): Promise<string> {
-    const { Body, ContentLength } = await this.small(() =>
-      request(this.s3, `reading ${file}`, () => this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(file) }))),
-    );
-    try {
-      checkNarinfoSize(ContentLength ?? 0);
-    } catch (e) {
-      (Body as Readable).destroy();
-      throw e;
-    }
-    return Body!.transformToString('utf8');
+    const bytes = await this.small(() => this.readBytes(file, MAX_NARINFO_BYTES)).catch((e: unknown) => {
+      throw isNotFound(e) ? s3Failure(this.s3, `reading ${file}`, e) : e;
+    });
+    return bytes.toString('utf8');
   }
 
   readCacheInfo(): Promise<string | undefined> {
@@ -63,7 +58,7 @@ export class S3Cache extends S3Destination implements Cache {
     return {
       id: Key,
       size: size ?? 0,
-      check: (compression) => this.checkObject(Key, url, compression),
+      check: (compression, index) => this.checkObject(Key, url, compression, index),
       read: () => this.readObject(Key, url),
       object: { location: this.s3, key: Key },
     };
@@ -142,7 +137,22 @@ export class S3Cache extends S3Destination implements Cache {
     }
   }
 
-  private async checkObject(Key: string, url: string, compression: string) {
+  async files(dir: string, suffix: string): Promise<string[]> {
+    const names: string[] = [];
+    for await (const { key } of this.listObjects(this.key(dir), '/')) {
+      const name = key.slice(this.s3.prefix.length);
+      if (name.endsWith(suffix) && !name.slice(dir.length).startsWith(TEMP_PREFIX)) names.push(name);
+    }
+    return names.sort();
+  }
+
+  async readFile(name: string, maxBytes: number): Promise<Buffer> {
+    return this.small(() => this.readBytes(name, maxBytes)).catch((e: unknown) => {
+      throw isNotFound(e) ? new NarcacheError('cannot be read: it is missing') : e;
+    });
+  }
+
+  private async checkObject(Key: string, url: string, compression: string, index?: IndexOptions) {
     const pieces = this.readObject(Key, url)[Symbol.asyncIterator]();
     const read = async (): Promise<Buffer | null> => {
       const chunk: Buffer[] = [];
@@ -156,7 +166,7 @@ export class S3Cache extends S3Destination implements Cache {
       return chunk.length ? Buffer.concat(chunk) : null;
     };
     try {
-      return await verifyNarStream(compression, read);
+      return await verifyNarStream(compression, read, index);
     } finally {
       await pieces.return(undefined);
     }

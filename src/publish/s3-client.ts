@@ -10,10 +10,11 @@ const IDLE_TIMEOUT_MS = 120_000;
 /**
  * A client for the service the location names; credentials come from the
  * AWS SDK's default chain (environment, shared files with the location's
- * profile, container and instance roles).
+ * profile, container and instance roles). `onRequest` is called for every
+ * request sent, each retry included.
  */
-export function s3Client(l: S3Location): S3Client {
-  return new S3Client({
+export function s3Client(l: S3Location, onRequest?: () => void): S3Client {
+  const client = new S3Client({
     region: l.region,
     profile: l.profile,
     // As Nix's S3 store: path-style addressing for a service other than AWS.
@@ -27,6 +28,17 @@ export function s3Client(l: S3Location): S3Client {
     responseChecksumValidation: 'WHEN_REQUIRED',
     requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, socketTimeout: IDLE_TIMEOUT_MS },
   });
+  if (onRequest) {
+    // In the step of the retry middleware, below it: once per attempt.
+    client.middlewareStack.add(
+      (next) => (args) => {
+        onRequest();
+        return next(args);
+      },
+      { step: 'finalizeRequest', priority: 'low', name: 'narcacheRequestCount' },
+    );
+  }
+  return client;
 }
 
 const NETWORK_ERRORS: Record<string, string> = {

@@ -1,4 +1,5 @@
 import { NarcacheError } from '../errors';
+import { CONTENT_ENCODINGS, type ContentEncoding } from './content-encoding';
 
 /** A cache in an S3 bucket, as an `s3://` URL names it. */
 export interface S3Location {
@@ -12,6 +13,12 @@ export interface S3Location {
   profile?: string;
   /** Bytes per part of a multipart upload. */
   partSize: number;
+  /** How narinfos are stored (`narinfo-compression`): plain if undefined. */
+  narinfoCompression?: ContentEncoding;
+  /** How NAR listings are stored (`ls-compression`): plain if undefined. */
+  lsCompression?: ContentEncoding;
+  /** The storage class of every object written (`storage-class`): the bucket's default if undefined. */
+  storageClass?: string;
 }
 
 // S3's own bounds on a part (but the last).
@@ -21,7 +28,12 @@ const MAX_PART_SIZE = 5 * 1024 ** 3;
 const DEFAULT_REGION = 'us-east-1';
 const DEFAULT_PART_SIZE = 8 << 20;
 // Parameters of Nix's store URLs that narcache takes as options.
-const OPTIONS_NOT_IN_URL: Record<string, string> = { compression: '--compression', 'secret-key': '--sign-key-file' };
+const OPTIONS_NOT_IN_URL: Record<string, string> = {
+  compression: '--compression',
+  'secret-key': '--sign-key-file',
+  'write-nar-listing': '--write-nar-listing',
+  'index-debug-info': '--index-debug-info',
+};
 
 /** Whether a cache location is an `s3://` URL rather than a directory. */
 export function isS3Url(location: string): boolean {
@@ -32,7 +44,8 @@ export function isS3Url(location: string): boolean {
  * Reads `s3://BUCKET[/PREFIX][?PARAMS]`, with the parameters Nix's S3
  * binary cache store takes: `endpoint` (`host[:port]`, or a URL), `scheme`
  * (`https` or `http`, for an endpoint without one), `region`, `profile`,
- * and `buffer-size` (bytes per part of a multipart upload).
+ * `buffer-size` (bytes per part of a multipart upload), `narinfo-compression`
+ * and `ls-compression` (`xz`, `zstd`, `br` or `none`), and `storage-class`.
  */
 export function parseS3Url(url: string): S3Location {
   const bad = (why: string) => new NarcacheError(`${url}: ${why}`);
@@ -41,7 +54,7 @@ export function parseS3Url(url: string): S3Location {
   const [, bucket, path, query] = match;
   if (!/^[a-z0-9][a-z0-9.\-_]{2,254}$/i.test(bucket)) throw bad(`"${bucket}" is not a bucket name`);
   const params = new URLSearchParams(query ?? '');
-  const known = ['endpoint', 'scheme', 'region', 'profile', 'buffer-size'];
+  const known = ['endpoint', 'scheme', 'region', 'profile', 'buffer-size', 'narinfo-compression', 'ls-compression', 'storage-class'];
   for (const key of params.keys()) {
     const flag = OPTIONS_NOT_IN_URL[key];
     if (flag) throw bad(`give ${key} with ${flag}, not in the URL`);
@@ -56,6 +69,16 @@ export function parseS3Url(url: string): S3Location {
   if (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE) {
     throw bad(`buffer-size must be a number of bytes from ${MIN_PART_SIZE} (5 MiB) to ${MAX_PART_SIZE} (5 GiB)`);
   }
+  const encoding = (name: string): ContentEncoding | undefined => {
+    const value = params.get(name) || 'none';
+    if (value === 'none') return undefined;
+    if (!(CONTENT_ENCODINGS as readonly string[]).includes(value)) throw bad(`${name} must be ${CONTENT_ENCODINGS.join(', ')} or none, not "${value}"`);
+    return value as ContentEncoding;
+  };
+  const storageClass = params.get('storage-class') || undefined;
+  if (storageClass !== undefined && !/^[A-Z][A-Z0-9_]*$/.test(storageClass)) {
+    throw bad(`storage-class "${storageClass}" is not a storage class name (such as STANDARD_IA)`);
+  }
   const prefix = path.split('/').filter(Boolean).join('/');
   return {
     bucket,
@@ -64,6 +87,9 @@ export function parseS3Url(url: string): S3Location {
     region: params.get('region') || DEFAULT_REGION,
     profile: params.get('profile') || undefined,
     partSize,
+    narinfoCompression: encoding('narinfo-compression'),
+    lsCompression: encoding('ls-compression'),
+    storageClass,
   };
 }
 

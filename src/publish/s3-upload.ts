@@ -10,6 +10,7 @@ import {
   UploadPartCopyCommand,
   type CompletedPart,
   type S3Client,
+  type StorageClass,
 } from '@aws-sdk/client-s3';
 import type { PackResult } from '../native';
 import { packChunks, type PackPathOptions } from '../pack';
@@ -105,7 +106,9 @@ async function finishUpload(ctx: UploadContext, upload: TemporaryUpload, tail: B
   const key = location.prefix + url;
   if (!upload.started) {
     await request(location, `uploading ${url}`, () =>
-      client.send(new PutObjectCommand({ Bucket: location.bucket, Key: key, Body: tail, ContentType: NAR_CONTENT_TYPE })),
+      client.send(
+        new PutObjectCommand({ Bucket: location.bucket, Key: key, Body: tail, ContentType: NAR_CONTENT_TYPE, StorageClass: storageClassOf(location) }),
+      ),
     );
     return;
   }
@@ -202,6 +205,11 @@ class TemporaryUpload {
   }
 }
 
+/** The `storage-class` of the location, as the SDK types it (any name the service knows passes). */
+export function storageClassOf(location: S3Location): StorageClass | undefined {
+  return location.storageClass as StorageClass | undefined;
+}
+
 /**
  * Copies an object (of this bucket, or of another of the same service) to
  * the key `to` of this bucket, metadata included: in one request up to the
@@ -211,11 +219,13 @@ export async function copyObject(ctx: UploadContext, from: { bucket: string; key
   const { client, location } = ctx;
   const copySource = [from.bucket, ...from.key.split('/')].map(encodeURIComponent).join('/');
   const target = { Bucket: location.bucket, Key: to };
+  // The temporary object has the bucket's default class; the copy is what stays.
+  const StorageClass = storageClassOf(location);
   if (size <= ctx.maxCopySize) {
-    await client.send(new CopyObjectCommand({ ...target, CopySource: copySource }));
+    await client.send(new CopyObjectCommand({ ...target, CopySource: copySource, StorageClass }));
     return;
   }
-  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ ...target, ContentType: NAR_CONTENT_TYPE }));
+  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ ...target, ContentType: NAR_CONTENT_TYPE, StorageClass }));
   try {
     const ranges: [number, number][] = [];
     for (let start = 0; start < size; start += ctx.maxCopySize) ranges.push([start, Math.min(size, start + ctx.maxCopySize) - 1]);

@@ -8,17 +8,23 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import type { Readable } from 'node:stream';
+import { NarcacheError } from '../errors';
+import { decode, encode, type ContentEncoding } from './content-encoding';
 import { limiter } from '../limit';
 import type { PackResult } from '../native';
 import type { PackPathOptions } from '../pack';
-import { cacheInfoText, checkCacheInfo, type Destination, type NarinfoText } from './destination';
+import { cacheInfoText, checkCacheInfo, type CacheInfo, type Destination, type NarinfoText } from './destination';
 import { isNotFound, request, s3Client, s3Failure } from './s3-client';
 import { describeS3Location, type S3Location } from './s3-location';
-import { temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
+import { storageClassOf, temporaryNarPrefix, uploadNar, type UploadContext } from './s3-upload';
 
 // The content types Nix's own binary cache stores give these files.
 const NARINFO_CONTENT_TYPE = 'text/x-nix-narinfo';
 const CACHE_INFO_CONTENT_TYPE = 'text/x-nix-cache-info';
+const JSON_CONTENT_TYPE = 'application/json';
+// nix-cache-info is a few lines.
+const MAX_TEXT_BYTES = 64 << 10;
 
 export interface S3DestinationOptions {
   /**
@@ -35,9 +41,18 @@ export interface S3DestinationOptions {
 const SMALL_REQUESTS = 32;
 const MAX_COPY_SIZE = 5 * 1024 ** 3;
 
+/** An object of a listing: its whole key, size and last modification (ms since the epoch). */
+interface ListedObject {
+  key: string;
+  size: number;
+  modified: number;
+}
+
 /** A binary cache in an S3 bucket (or under a prefix of one), as Nix reads it over HTTP or s3://. */
 export class S3Destination implements Destination {
   readonly location: string;
+  /** Requests sent to the service so far, retries included. */
+  requests = 0;
   protected readonly client: S3Client;
   /** For small requests: HEADs, GETs of narinfos, clean-up. */
   protected readonly small = limiter(SMALL_REQUESTS);
@@ -48,7 +63,7 @@ export class S3Destination implements Destination {
     options: S3DestinationOptions = {},
   ) {
     this.location = describeS3Location(s3);
-    this.client = s3Client(s3);
+    this.client = s3Client(s3, () => this.requests++);
     this.upload = {
       client: this.client,
       location: s3,
@@ -64,22 +79,48 @@ export class S3Destination implements Destination {
    * same place at the same time would lose its uploads in progress (and
    * fail, leaving the cache true).
    */
-  async open(storeDir: string): Promise<void> {
+  async open(info: CacheInfo): Promise<void> {
     const existing = await this.readText('nix-cache-info');
-    if (existing === undefined) await this.put('nix-cache-info', cacheInfoText(storeDir), CACHE_INFO_CONTENT_TYPE);
-    else checkCacheInfo(this.location, existing, storeDir);
+    if (existing === undefined) await this.put('nix-cache-info', cacheInfoText(info), CACHE_INFO_CONTENT_TYPE);
+    else checkCacheInfo(this.location, existing, info);
     await this.cleanUp();
   }
 
-  hasNarinfo(hashPart: string): Promise<boolean> {
-    const key = this.key(`${hashPart}.narinfo`);
+  /**
+   * In as few requests as the bucket allows: a listing of the narinfos
+   * under the prefix, 1,000 keys a request, while it has taken fewer
+   * requests than a HEAD for each path would; HEADs otherwise (a few
+   * paths asked about in a large cache).
+   */
+  async presentNarinfos(hashParts: string[]): Promise<Set<string>> {
+    const wanted = new Set(hashParts);
+    const present = new Set<string>();
+    let pages = 0;
+    for await (const page of this.listPages(this.s3.prefix, '/')) {
+      if (++pages > hashParts.length) return this.headNarinfos(hashParts);
+      for (const { key } of page) {
+        const name = key.slice(this.s3.prefix.length);
+        const hash = name.endsWith('.narinfo') ? name.slice(0, -'.narinfo'.length) : undefined;
+        if (hash !== undefined && wanted.has(hash)) present.add(hash);
+      }
+    }
+    return present;
+  }
+
+  private async headNarinfos(hashParts: string[]): Promise<Set<string>> {
+    const found = await Promise.all(hashParts.map((h) => this.has(`${h}.narinfo`)));
+    return new Set(hashParts.filter((_, i) => found[i]));
+  }
+
+  private has(name: string): Promise<boolean> {
+    const key = this.key(name);
     return this.small(async () => {
       try {
         await this.client.send(new HeadObjectCommand({ Bucket: this.s3.bucket, Key: key }));
         return true;
       } catch (e) {
         if (isNotFound(e)) return false;
-        throw s3Failure(this.s3, `looking up ${hashPart}.narinfo`, e);
+        throw s3Failure(this.s3, `looking up ${name}`, e);
       }
     });
   }
@@ -88,9 +129,32 @@ export class S3Destination implements Destination {
     return uploadNar(this.upload, source, options);
   }
 
-  /** One PUT each, in order: S3 shows an object whole or not at all, and durable once the PUT succeeds. */
+  /**
+   * One PUT each (S3 shows an object whole or not at all, and durable once
+   * the PUT succeeds), many at once: each narinfo, after its companions, as
+   * soon as the PUTs of its references earlier in the list have succeeded.
+   * A companion to keep is looked up first: no other publish runs into the
+   * same place meanwhile.
+   */
   async writeNarinfos(narinfos: NarinfoText[]): Promise<void> {
-    for (const { hashPart, text } of narinfos) await this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE);
+    const puts = new Map<string, Promise<void>>();
+    for (const narinfo of narinfos) {
+      const before = narinfo.references.flatMap((r) => puts.get(r) ?? []);
+      const put = Promise.all(before).then(() => this.writeNarinfo(narinfo));
+      // A failure is awaited below; a PUT that waits for it is not started.
+      put.catch(() => undefined);
+      puts.set(narinfo.hashPart, put);
+    }
+    await Promise.all(puts.values());
+  }
+
+  private async writeNarinfo({ hashPart, text, companions }: NarinfoText): Promise<void> {
+    for (const c of companions ?? []) {
+      if (c.keepExisting && (await this.has(c.name))) continue;
+      // As Nix's S3 store, by the name: listings are compressed, debug-info links stay plain.
+      await this.small(() => this.put(c.name, c.data, JSON_CONTENT_TYPE, c.name.endsWith('.ls') ? this.s3.lsCompression : undefined));
+    }
+    await this.small(() => this.put(`${hashPart}.narinfo`, text, NARINFO_CONTENT_TYPE, this.s3.narinfoCompression));
   }
 
   /** Every PUT was durable when it succeeded. */
@@ -104,17 +168,48 @@ export class S3Destination implements Destination {
   /** The text of a small object of the cache, or undefined if there is none. */
   protected async readText(name: string): Promise<string | undefined> {
     try {
-      const { Body } = await this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name) }));
-      return await Body!.transformToString('utf8');
+      return (await this.readBytes(name, MAX_TEXT_BYTES)).toString('utf8');
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw s3Failure(this.s3, `reading ${name}`, e);
+      throw e;
     }
   }
 
-  private async put(name: string, text: string, contentType: string): Promise<void> {
+  /**
+   * The bytes a small object holds, its Content-Encoding undone; a
+   * missing one rejects with the service's not-found error, one larger
+   * than `maxBytes` (stored or decoded) with a one-line error.
+   */
+  protected async readBytes(name: string, maxBytes: number): Promise<Buffer> {
+    let object;
+    try {
+      object = await this.client.send(new GetObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name) }));
+    } catch (e) {
+      if (isNotFound(e)) throw e;
+      throw s3Failure(this.s3, `reading ${name}`, e);
+    }
+    const { Body, ContentLength, ContentEncoding } = object;
+    if ((ContentLength ?? 0) > maxBytes) {
+      (Body as Readable).destroy();
+      throw new NarcacheError(`is ${ContentLength} bytes, more than the ${maxBytes} read`);
+    }
+    return decode(ContentEncoding, Buffer.from(await Body!.transformToByteArray()), maxBytes);
+  }
+
+  /** Writes a small object, stored compressed if `encoding` says so, with the location's storage class. */
+  private async put(name: string, data: string | Uint8Array, contentType: string, encoding?: ContentEncoding): Promise<void> {
+    const Body = encoding ? await encode(encoding, data) : data;
     await request(this.s3, `writing ${name}`, () =>
-      this.client.send(new PutObjectCommand({ Bucket: this.s3.bucket, Key: this.key(name), Body: text, ContentType: contentType })),
+      this.client.send(
+        new PutObjectCommand({
+          Bucket: this.s3.bucket,
+          Key: this.key(name),
+          Body,
+          ContentType: contentType,
+          ContentEncoding: encoding,
+          StorageClass: storageClassOf(this.s3),
+        }),
+      ),
     );
   }
 
@@ -137,14 +232,19 @@ export class S3Destination implements Destination {
    * service's order), a page of up to 1,000 per request; with a delimiter,
    * only those without it after the prefix.
    */
-  protected async *listObjects(prefix: string, delimiter?: string): AsyncGenerator<{ key: string; size: number; modified: number }> {
+  protected async *listObjects(prefix: string, delimiter?: string): AsyncGenerator<ListedObject> {
+    for await (const page of this.listPages(prefix, delimiter)) yield* page;
+  }
+
+  /** The objects of listObjects, a page (one request) at a time. */
+  private async *listPages(prefix: string, delimiter?: string): AsyncGenerator<ListedObject[]> {
     for (let ContinuationToken: string | undefined; ; ) {
       const page = await request(this.s3, `listing ${prefix}`, () =>
         this.client.send(new ListObjectsV2Command({ Bucket: this.s3.bucket, Prefix: prefix, Delimiter: delimiter, ContinuationToken })),
       );
-      for (const { Key, Size, LastModified } of page.Contents ?? []) {
-        if (Key) yield { key: Key, size: Size ?? 0, modified: LastModified?.getTime() ?? 0 };
-      }
+      yield (page.Contents ?? []).flatMap(({ Key, Size, LastModified }) =>
+        Key ? [{ key: Key, size: Size ?? 0, modified: LastModified?.getTime() ?? 0 }] : [],
+      );
       if (!page.IsTruncated) return;
       ContinuationToken = page.NextContinuationToken;
     }

@@ -60,6 +60,7 @@ export function formatSummary(s: BuildSummary, dest: string): string {
   const ratio = s.narBytes ? ` (${((100 * s.fileBytes) / s.narBytes).toFixed(1)}%)` : '';
   return (
     `narcache: ${plural(s.written, 'path')} written, ${s.skipped} already present, into ${dest}\n` +
-    `narcache: NAR ${formatBytes(s.narBytes)} → ${s.compression} ${formatBytes(s.fileBytes)}${ratio} in ${s.seconds.toFixed(1)} s\n`
+    `narcache: NAR ${formatBytes(s.narBytes)} → ${s.compression} ${formatBytes(s.fileBytes)}${ratio} in ${s.seconds.toFixed(1)} s` +
+    `${s.requests !== undefined ? `, ${plural(s.requests, 'request')}` : ''}\n`
   );
 }

@@ -32,7 +32,11 @@ export function pruneReporter(
 export function formatPruneSummary(s: PruneSummary): string {
   const verb = s.dryRun ? 'would remove' : 'removed';
   return (
-    `narcache: ${verb} ${plural(s.removedNarinfos, 'narinfo')}, ${plural(s.removedNarFiles, 'NAR file')} and ` +
+    `narcache: ${verb} ${plural(s.removedNarinfos, 'narinfo')}, ${plural(s.removedNarFiles, 'NAR file')}` +
+    (s.removedListings + s.removedDebugInfoLinks
+      ? `, ${plural(s.removedListings, 'listing')}, ${plural(s.removedDebugInfoLinks, 'debug-info link')}`
+      : '') +
+    ` and ` +
     `${plural(s.removedTemporary, 'temporary file')} (${formatBytes(s.freedBytes)}); kept ${plural(s.kept, 'narinfo')} ` +
     `of ${s.narinfos} in ${s.cache}, in ${s.seconds.toFixed(1)} s\n` +
     (s.missing.length ? `narcache: ${plural(s.missing.length, 'path')} to keep ${s.missing.length === 1 ? 'was' : 'were'} not in the cache\n` : '')

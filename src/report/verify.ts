@@ -29,10 +29,20 @@ export function formatFindings(r: VerifyReport): string {
   ].join('');
 }
 
+/** `a`, `a and b`, `a, b and c`. */
+function inWords(items: string[]): string {
+  return items.length > 1 ? `${items.slice(0, -1).join(', ')} and ${items.at(-1)}` : (items[0] ?? '');
+}
+
 export function formatVerifySummary(r: VerifyReport): string {
   const faulty = r.narinfos - r.valid;
   return (
-    `narcache: checked ${plural(r.narinfos, 'narinfo')} and ${plural(r.narFiles, 'NAR file')} ` +
+    `narcache: checked ${inWords([
+      plural(r.narinfos, 'narinfo'),
+      plural(r.narFiles, 'NAR file'),
+      ...(r.listings ? [plural(r.listings, 'listing')] : []),
+      ...(r.debugInfoLinks ? [plural(r.debugInfoLinks, 'debug-info link')] : []),
+    ])} ` +
     `(${formatBytes(r.fileBytes)} → NAR ${formatBytes(r.narBytes)}) in ${r.seconds.toFixed(1)} s\n` +
     `narcache: ${r.ok ? 'the cache is sound' : `${plural(r.problems.length, 'problem')}${faulty ? ` in ${plural(faulty, 'narinfo')}` : ''}`}` +
     `${r.orphans.length ? `; ${plural(r.orphans.length, 'orphan NAR file')}` : ''}\n`

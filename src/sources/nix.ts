@@ -1,38 +1,25 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Closure, PathInfo } from '../closure';
+import type { Closure } from '../closure';
 import { fileError, NarcacheError } from '../errors';
 import { DEFAULT_STORE_DIR, isStorePath } from '../store-path';
 import { parsePathInfoJson } from './path-info';
-import { parseRegistration } from './registration';
 
 const MAX_SYMLINKS = 40;
 
 /**
  * The closure of `roots` as the local Nix store records it, through the
- * Nix command line: `nix-store --query --requisites`, `nix-store --dump-db`
- * for hashes, sizes, derivers and references, and `nix path-info --json`
- * for what the registration format lacks (content addresses, signatures).
+ * Nix command line: `nix path-info --json --recursive`, which gives every
+ * field a narinfo takes from the store (hashes, sizes, references,
+ * deriver, content address, signatures) in one command, in whichever of
+ * its JSON shapes the Nix at hand prints.
  */
 export async function closureFromNix(roots: string[], storeDir = DEFAULT_STORE_DIR): Promise<Closure> {
   if (!roots.length) throw new NarcacheError('no store paths given');
   const storePaths = roots.map((r) => resolveToStorePath(r, storeDir));
-  // Both at once: each Nix command spends a few hundred milliseconds, and no
-  // path is packed before the closure is known.
-  const [registered, described] = await Promise.all([
-    run('nix-store', ['--query', '--requisites', ...storePaths]).then(async (out) => {
-      const requisites = out.split('\n').filter(Boolean);
-      return parseRegistration(await run('nix-store', ['--dump-db', ...requisites]), 'nix-store --dump-db');
-    }),
-    run('nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', ...storePaths]),
-  ]);
-  const extra = new Map(parsePathInfoJson(described, 'nix path-info --json').map((info) => [info.path, info]));
-  const paths: PathInfo[] = registered.map((info) => {
-    const more = extra.get(info.path);
-    return { ...info, ...(more?.ca ? { ca: more.ca } : {}), sigs: more?.sigs ?? [] };
-  });
-  return { storeDir, paths };
+  const described = await run('nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', ...storePaths]);
+  return { storeDir, paths: parsePathInfoJson(described, 'nix path-info --json') };
 }
 
 /**

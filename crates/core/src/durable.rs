@@ -10,11 +10,16 @@
 //! never waits for other programs' data on the same file system.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
+
+use crate::pack::TEMP_PREFIX;
 
 #[derive(Debug, Error)]
 #[error("{}: cannot make it durable: {source}", path.display())]
@@ -47,6 +52,118 @@ pub fn sync_files<P: AsRef<Path>>(paths: &[P]) -> Result<(), SyncError> {
         }
     }
     Ok(())
+}
+
+/// A small file to publish whole under its final name (a narinfo, a key,
+/// a listing).
+pub struct NewFile<'a> {
+    pub target: &'a Path,
+    pub contents: &'a [u8],
+    /// A file already under the name stays as it is (a debug-info link is
+    /// never replaced), whatever `overwrite` says.
+    pub keep_existing: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum PublishError {
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{} already exists", path.display())]
+    Exists { path: PathBuf },
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+}
+
+/// Writes each file under a temporary name beside its target (`mode`
+/// exactly, or 0644 less the umask), makes them durable together with the
+/// files `also_sync` (written earlier, such as the NARs the files point to)
+/// as one batch, then gives them their names in order: renamed over
+/// whatever is there, or with `overwrite` false hard-linked, which fails if
+/// the name is taken (or, for a file to keep existing, leaves it). Readers see each file
+/// whole or not at all, and never before it and `also_sync` are on disk.
+/// One descriptor is open at a time however many files there are; on
+/// failure no temporary file is left (the files already named stay).
+pub fn publish_files(
+    files: &[NewFile],
+    also_sync: &[PathBuf],
+    mode: Option<u32>,
+    overwrite: bool,
+) -> Result<(), PublishError> {
+    let mut temps = TempNames(Vec::with_capacity(files.len()));
+    for file in files {
+        let temp = temp_name(file.target);
+        write_new(&temp, file.contents, mode).map_err(|source| {
+            let _ = fs::remove_file(&temp);
+            PublishError::Write {
+                path: temp.clone(),
+                source,
+            }
+        })?;
+        temps.0.push(temp);
+    }
+    sync_files(&[also_sync, &temps.0].concat())?;
+    for (file, temp) in files.iter().zip(temps.0.iter_mut()) {
+        let named = if overwrite && !file.keep_existing {
+            // Renamed: no temporary name is left to remove.
+            fs::rename(&*temp, file.target).map(|()| temp.clear())
+        } else {
+            match fs::hard_link(&*temp, file.target) {
+                Err(e) if file.keep_existing && e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            }
+        };
+        named.map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => PublishError::Exists {
+                path: file.target.to_owned(),
+            },
+            _ => PublishError::Write {
+                path: file.target.to_owned(),
+                source,
+            },
+        })?;
+    }
+    Ok(())
+}
+
+/// Temporary files still to be removed (an empty path: renamed away), once
+/// the batch is named (a link leaves the temporary name) or failed.
+struct TempNames(Vec<PathBuf>);
+
+impl Drop for TempNames {
+    fn drop(&mut self) {
+        for temp in self.0.iter().filter(|t| !t.as_os_str().is_empty()) {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+/// `<dir>/.tmp-narcache-<pid>-<n>-<nanos>-<name>`: unique in the process,
+/// and the process that wrote it can be told from the name.
+fn temp_name(target: &Path) -> PathBuf {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let dir = target.parent().unwrap_or(Path::new("."));
+    dir.join(format!(
+        "{TEMP_PREFIX}{}-{seq}-{nanos}-{name}",
+        std::process::id()
+    ))
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: Option<u32>) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode.unwrap_or(0o644))
+        .open(path)?;
+    if let Some(mode) = mode {
+        // The mode given to open is filtered by the umask; a mode given is meant exactly.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    file.write_all(contents)
 }
 
 fn error(path: &Path, source: io::Error) -> SyncError {
@@ -105,5 +222,66 @@ mod tests {
         assert!(error
             .to_string()
             .starts_with(&format!("{}: ", missing.display())));
+    }
+
+    #[test]
+    fn publishes_files_whole_with_their_mode_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let nar = dir.path().join("nar");
+        fs::write(&nar, b"nar").unwrap();
+        let (a, b) = (dir.path().join("a.narinfo"), dir.path().join("b.narinfo"));
+        fs::write(&a, b"old").unwrap();
+        let files = [
+            NewFile { target: &a, contents: b"new a", keep_existing: false },
+            NewFile { target: &b, contents: b"new b", keep_existing: false },
+        ];
+        publish_files(&files, std::slice::from_ref(&nar), Some(0o640), true).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"new a");
+        assert_eq!(fs::read(&b).unwrap(), b"new b");
+        assert_eq!(fs::metadata(&b).unwrap().permissions().mode() & 0o777, 0o640);
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.narinfo", "b.narinfo", "nar"]);
+    }
+
+    #[test]
+    fn without_overwrite_a_taken_name_fails_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        fs::write(&key, b"mine").unwrap();
+        let files = [NewFile { target: &key, contents: b"other", keep_existing: false }];
+        let error = publish_files(&files, &[], Some(0o600), false).unwrap_err();
+        assert_eq!(error.to_string(), format!("{} already exists", key.display()));
+        assert_eq!(fs::read(&key).unwrap(), b"mine");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_file_to_keep_existing_is_left_and_the_others_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (link, new) = (dir.path().join("link"), dir.path().join("new"));
+        fs::write(&link, b"first").unwrap();
+        let files = [
+            NewFile { target: &link, contents: b"second", keep_existing: true },
+            NewFile { target: &new, contents: b"new", keep_existing: true },
+        ];
+        publish_files(&files, &[], None, true).unwrap();
+        assert_eq!(fs::read(&link).unwrap(), b"first");
+        assert_eq!(fs::read(&new).unwrap(), b"new");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_failed_batch_names_the_file_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let missing_nar = dir.path().join("gone.nar");
+        let files = [NewFile { target: &a, contents: b"a", keep_existing: false }];
+        let error = publish_files(&files, std::slice::from_ref(&missing_nar), None, true).unwrap_err();
+        assert!(error.to_string().starts_with(&format!("{}: ", missing_nar.display())));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -13,8 +13,8 @@ pub mod store_db;
 pub mod store_scan;
 pub mod verify;
 
-pub use compress::{Compression, CompressionError};
-pub use durable::{sync_files, SyncError};
+pub use compress::{compress_bytes, decompress_bytes, Compression, CompressionError};
+pub use durable::{publish_files, sync_files, NewFile, PublishError, SyncError};
 pub use nar::NarIdentity;
 pub use pack::{pack, pack_into, PackError, PackOptions, Packed, Progress};
 pub use store_db::{read_closure, DbPathInfo, StoreDbError};

@@ -14,7 +14,7 @@ use thiserror::Error;
 use crate::compress::{Compression, Encoder};
 use crate::digest::{Hashed, Sha256Hash};
 use crate::durable;
-use crate::nar::{self, NarError, NarIdentity};
+use crate::nar::{self, NarError, NarIdentity, NarIndex};
 use crate::nix32;
 
 /// No larger than the NAR writer's pieces of file content, which then go
@@ -39,6 +39,10 @@ pub struct PackOptions {
     /// path is refused and nothing is left in the cache.
     pub expected: Option<NarIdentity>,
     pub progress: Option<Progress>,
+    /// Also make the NAR's listing ([`nar::Listing`]), in the same pass.
+    pub listing: bool,
+    /// Also find the NAR's debug-info files ([`nar::DebugInfoMembers`]).
+    pub debug_info: bool,
     /// Set from another thread to abandon packing: the pass stops at its
     /// next write and leaves nothing behind.
     pub cancel: Option<Arc<AtomicBool>>,
@@ -58,6 +62,10 @@ pub struct Packed {
     pub file_size: u64,
     /// The file's name inside `nar/`: `<nix32 file hash><extension>`.
     pub file_name: String,
+    /// The NAR's listing, if [`PackOptions::listing`] asked for it.
+    pub listing: Option<Vec<u8>>,
+    /// Its debug-info files, if [`PackOptions::debug_info`] asked for them.
+    pub debug_info: Option<Vec<String>>,
 }
 
 #[derive(Debug, Error)]
@@ -116,12 +124,12 @@ pub fn pack_into<W: Write>(
     let nar_counter = counter(|p| &p.nar_bytes);
     let file_counter = counter(|p| &p.file_bytes);
 
-    let (sink, nar, file_hash, file_size) = match options.compression {
+    let (sink, nar, index, file_hash, file_size) = match options.compression {
         // The file is the NAR itself: hash it once.
         Compression::None => {
             let counters = [nar_counter, file_counter].into_iter().flatten().collect();
-            let (sink, nar) = write_nar(source, sink, counters, options)?;
-            (sink, nar, nar.hash, nar.size)
+            let (sink, nar, index) = write_nar(source, sink, counters, options)?;
+            (sink, nar, index, nar.hash, nar.size)
         }
         compression => {
             let hashed = Hashed::new(sink).with_progress(file_counter.into_iter().collect());
@@ -130,7 +138,7 @@ pub fn pack_into<W: Write>(
             // Each call into a multi-threaded encoder takes its locks: the
             // NAR's many small tokens go in gathered, file contents as they come.
             let gathered = BufWriter::with_capacity(WRITE_BUFFER, encoder);
-            let (gathered, nar) =
+            let (gathered, nar, index) =
                 write_nar(source, gathered, nar_counter.into_iter().collect(), options)?;
             let encoder = gathered
                 .into_inner()
@@ -139,7 +147,7 @@ pub fn pack_into<W: Write>(
             check_expected(source, options, nar)?;
             let (sink, file_hash, file_size) =
                 encoder.finish().map_err(PackError::Output)?.finish();
-            (sink, nar, file_hash, file_size)
+            (sink, nar, index, file_hash, file_size)
         }
     };
     check_expected(source, options, nar)?;
@@ -149,6 +157,7 @@ pub fn pack_into<W: Write>(
         nix32::encode(&file_hash),
         options.compression.extension()
     );
+    let (listing, debug_info) = index.finish();
     Ok((
         sink,
         Packed {
@@ -156,6 +165,8 @@ pub fn pack_into<W: Write>(
             file_hash,
             file_size,
             file_name,
+            listing,
+            debug_info,
         },
     ))
 }
@@ -165,13 +176,20 @@ fn write_nar<W: Write>(
     sink: W,
     counters: Vec<Arc<AtomicU64>>,
     options: &PackOptions,
-) -> Result<(W, NarIdentity), PackError> {
+) -> Result<(W, NarIdentity, NarIndex), PackError> {
     let cancellable = Cancellable {
         inner: sink,
         cancel: options.cancel.clone(),
     };
     let mut hashed = Hashed::new(cancellable).with_progress(counters);
-    nar::dump(source, &mut hashed).map_err(|e| match e {
+    let mut index = NarIndex::new(options.listing, options.debug_info);
+    // Without a visitor when nothing is collected: the walk most builds take.
+    let dumped = if index.wanted() {
+        nar::dump_visited(source, &mut hashed, &mut index)
+    } else {
+        nar::dump(source, &mut hashed)
+    };
+    dumped.map_err(|e| match e {
         NarError::Write(_)
             if options
                 .cancel
@@ -186,7 +204,7 @@ fn write_nar<W: Write>(
         other => PackError::Nar(other),
     })?;
     let (cancellable, hash, size) = hashed.finish();
-    Ok((cancellable.inner, NarIdentity { hash, size }))
+    Ok((cancellable.inner, NarIdentity { hash, size }, index))
 }
 
 /// Fails every write once `cancel` is set, which ends the NAR walk within
@@ -386,6 +404,8 @@ mod tests {
             threads: 2,
             expected: None,
             progress: Some(Progress::default()),
+            listing: false,
+            debug_info: false,
             cancel: None,
         }
     }
@@ -477,6 +497,25 @@ mod tests {
             let file = fs::read(out.path().join(&packed.file_name)).unwrap();
             assert!(bytes == file, "{compression}: bytes differ from the file");
         }
+    }
+
+    #[test]
+    fn the_listing_comes_from_the_same_pass() {
+        let src = tree();
+        for compression in [Compression::None, Compression::Zstd] {
+            let mut opts = options(compression);
+            opts.listing = true;
+            opts.debug_info = true;
+            let (_, packed) = pack_into(src.path(), Vec::new(), &opts).unwrap();
+            let mut nar_bytes = Vec::new();
+            nar::dump(src.path(), &mut nar_bytes).unwrap();
+            let mut listing = nar::Listing::default();
+            nar::parse(&nar_bytes[..], &mut listing, Vec::new()).unwrap();
+            assert_eq!(packed.listing, Some(listing.finish()), "{compression}");
+            assert_eq!(packed.debug_info, Some(Vec::new()));
+        }
+        let (_, plain) = pack_into(src.path(), Vec::new(), &options(Compression::None)).unwrap();
+        assert_eq!((plain.listing, plain.debug_info), (None, None));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::compress::{Compression, Decoder, DECODER_MEMORY_LIMIT};
 use crate::digest::{Hashed, Sha256Hash};
-use crate::nar::{self, NarIdentity, ParseError};
+use crate::nar::{self, NarIdentity, ParseError, Visit};
 use crate::pack::Progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,18 +54,21 @@ pub enum VerifyError {
     Nar(ParseError),
 }
 
-/// Reads the NAR file at `path`, compressed with `compression`, once.
+/// Reads the NAR file at `path`, compressed with `compression`, once,
+/// showing its entries to `visitor` (a [`nar::NarIndex`] lists them).
 /// File bytes read are added to `progress.file_bytes`, NAR bytes to
 /// `progress.nar_bytes` (both, for an uncompressed file).
 pub fn verify(
     path: &Path,
     compression: Compression,
     progress: Option<&Progress>,
+    visitor: &mut impl Visit,
 ) -> Result<NarCheck, VerifyError> {
     verify_reader(
         File::open(path).map_err(VerifyError::Read)?,
         compression,
         progress,
+        visitor,
     )
 }
 
@@ -75,6 +78,7 @@ pub fn verify_reader<R: Read>(
     reader: R,
     compression: Compression,
     progress: Option<&Progress>,
+    visitor: &mut impl Visit,
 ) -> Result<NarCheck, VerifyError> {
     let file = FileReader(reader);
     let counters = |pick: fn(&Progress) -> &Arc<AtomicU64>| -> Vec<Arc<AtomicU64>> {
@@ -85,7 +89,7 @@ pub fn verify_reader<R: Read>(
         Compression::None => {
             let mut both = counters(|p| &p.file_bytes);
             both.extend(counters(|p| &p.nar_bytes));
-            let nar = nar::parse(file, &mut (), both).map_err(|e| blame(e, compression))?;
+            let nar = nar::parse(file, visitor, both).map_err(|e| blame(e, compression))?;
             return Ok(NarCheck {
                 file_hash: nar.hash,
                 file_size: nar.size,
@@ -101,7 +105,7 @@ pub fn verify_reader<R: Read>(
             compression,
             source,
         })?,
-        &mut (),
+        visitor,
         counters(|p| &p.nar_bytes),
     )
     .map_err(|e| blame(e, compression))?;
@@ -193,7 +197,7 @@ mod tests {
     }
 
     fn verify_bytes(bytes: &[u8], compression: Compression) -> Result<NarCheck, VerifyError> {
-        verify(write_temp(bytes).path(), compression, None)
+        verify(write_temp(bytes).path(), compression, None, &mut ())
     }
 
     const ALL: [Compression; 3] = [Compression::None, Compression::Xz, Compression::Zstd];
@@ -207,7 +211,7 @@ mod tests {
             let (file_hash, file_size) = sha256_of(&file);
             let progress = Progress::default();
             let temp = write_temp(&file);
-            let check = verify(temp.path(), compression, Some(&progress)).unwrap();
+            let check = verify(temp.path(), compression, Some(&progress), &mut ()).unwrap();
             assert_eq!(
                 check,
                 NarCheck {
@@ -391,7 +395,13 @@ mod tests {
 
     #[test]
     fn file_errors_are_the_file_s() {
-        let err = verify(Path::new("/nonexistent/x.nar.xz"), Compression::Xz, None).unwrap_err();
+        let err = verify(
+            Path::new("/nonexistent/x.nar.xz"),
+            Compression::Xz,
+            None,
+            &mut (),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "cannot read the file: No such file or directory (os error 2)"
@@ -399,7 +409,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for compression in ALL {
             // Reading a directory fails on the first read, not on open.
-            let err = verify(dir.path(), compression, None).unwrap_err();
+            let err = verify(dir.path(), compression, None, &mut ()).unwrap_err();
             assert!(
                 matches!(err, VerifyError::Read(ref e) if e.raw_os_error() == Some(21)),
                 "{compression}: {err:?}"

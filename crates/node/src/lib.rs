@@ -16,6 +16,7 @@ use std::thread;
 use napi::bindgen_prelude::{Buffer, Object, ToNapiValue};
 use napi::{Env, Error, Result};
 use napi_derive::napi;
+use narcache_core::nar::NarIndex;
 use narcache_core::{
     nix32, Compression, NarIdentity, PackOptions as CoreOptions, Packed, Progress,
 };
@@ -59,6 +60,10 @@ pub struct PackOptions {
     /// `expectedNarSize`, a NAR that differs is refused and not kept.
     pub expected_nar_hash: Option<String>,
     pub expected_nar_size: Option<i64>,
+    /// Also give the NAR's listing (`listing` of the result), from the same pass.
+    pub listing: Option<bool>,
+    /// Also give its debug-info files (`debugInfo` of the result).
+    pub debug_info: Option<bool>,
 }
 
 #[napi(object)]
@@ -72,6 +77,11 @@ pub struct PackResult {
     /// Where the file lies, relative to the cache: `nar/<filehash>.nar.<ext>`.
     pub url: String,
     pub compression: String,
+    /// The NAR's listing as Nix writes it (`<hash>.ls`), if asked for.
+    pub listing: Option<Buffer>,
+    /// The paths in the NAR of its debug-info files
+    /// (`lib/debug/.build-id/<2 hex>/<38 hex>.debug`), if asked for.
+    pub debug_info: Option<Vec<String>>,
 }
 
 #[napi(object)]
@@ -102,7 +112,7 @@ pub fn pack<'env>(
         let nar_dir = PathBuf::from(dest).join("nar");
         let packed =
             narcache_core::pack(&PathBuf::from(source), &nar_dir, &options).map_err(reason)?;
-        Ok(pack_result(&packed, options.compression))
+        Ok(pack_result(packed, options.compression))
     })
 }
 
@@ -164,6 +174,47 @@ pub fn unlock_directory(id: u32) {
     LOCKS.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
 }
 
+#[napi(object)]
+pub struct NewFile {
+    pub target: String,
+    pub contents: Buffer,
+    /// Leave a file already under the name as it is.
+    pub keep_existing: Option<bool>,
+}
+
+/// Writes each file under a temporary name beside its target (`mode`
+/// exactly, or 0644 less the umask), makes them and the files at
+/// `alsoSync` durable as one batch, then names them in order: renamed over
+/// what is there, or with `overwrite` false (or `keepExisting`) linked,
+/// failing if the name is taken (leaving it, for `keepExisting`). One file
+/// is open at a time.
+#[napi(ts_return_type = "Promise<void>")]
+pub fn publish_files(
+    env: &Env,
+    files: Vec<NewFile>,
+    also_sync: Vec<String>,
+    mode: Option<u32>,
+    overwrite: bool,
+) -> Result<Object<'_>> {
+    // Copied here, on the JS thread: the buffers belong to JavaScript.
+    let files: Vec<(PathBuf, Vec<u8>, bool)> = files
+        .into_iter()
+        .map(|f| (PathBuf::from(f.target), f.contents.to_vec(), f.keep_existing.unwrap_or(false)))
+        .collect();
+    on_own_thread(env, "publish", move || {
+        let files: Vec<narcache_core::NewFile> = files
+            .iter()
+            .map(|(target, contents, keep_existing)| narcache_core::NewFile {
+                target,
+                contents,
+                keep_existing: *keep_existing,
+            })
+            .collect();
+        let also_sync: Vec<PathBuf> = also_sync.into_iter().map(PathBuf::from).collect();
+        narcache_core::publish_files(&files, &also_sync, mode, overwrite).map_err(reason)
+    })
+}
+
 /// Abandons the pack calls it was given to; one token may serve many.
 #[napi]
 pub struct CancelToken {
@@ -187,7 +238,7 @@ impl CancelToken {
     }
 }
 
-fn pack_result(packed: &Packed, compression: Compression) -> PackResult {
+fn pack_result(packed: Packed, compression: Compression) -> PackResult {
     PackResult {
         nar_hash: sha256(&packed.nar.hash),
         nar_size: packed.nar.size as i64,
@@ -195,6 +246,8 @@ fn pack_result(packed: &Packed, compression: Compression) -> PackResult {
         file_size: packed.file_size as i64,
         url: format!("nar/{}", packed.file_name),
         compression: compression.name().to_owned(),
+        listing: packed.listing.map(Buffer::from),
+        debug_info: packed.debug_info,
     }
 }
 
@@ -224,6 +277,27 @@ pub struct NarCheck {
     /// `sha256:<nix32>` of the NAR inside: what `NarHash` must say.
     pub nar_hash: String,
     pub nar_size: i64,
+    /// The NAR's listing as Nix 2.8 writes it, if asked for.
+    pub listing: Option<Buffer>,
+    /// The paths of its debug-info files, if asked for.
+    pub debug_info: Option<Vec<String>>,
+}
+
+/// What a NAR check should also collect, from the same pass.
+#[napi(object)]
+#[derive(Default)]
+pub struct IndexOptions {
+    pub listing: Option<bool>,
+    pub debug_info: Option<bool>,
+}
+
+impl IndexOptions {
+    fn index(self) -> NarIndex {
+        NarIndex::new(
+            self.listing.unwrap_or(false),
+            self.debug_info.unwrap_or(false),
+        )
+    }
 }
 
 #[napi(object)]
@@ -242,23 +316,37 @@ pub struct VerifyProgress {
 /// that does not name the file, e.g. `not a valid xz stream (lzma data
 /// error)`, `NAR ends early at byte 1234 (expected "entry" or ")")`,
 /// `unsupported compression "bzip2" (narcache handles zstd, xz and none)`.
+/// With `index`, the NAR's listing and debug-info files come with the result.
 #[napi(ts_return_type = "Promise<NarCheck>")]
-pub fn verify_nar<'env>(env: &'env Env, file: String, compression: String) -> Result<Object<'env>> {
+pub fn verify_nar<'env>(
+    env: &'env Env,
+    file: String,
+    compression: String,
+    index: Option<IndexOptions>,
+) -> Result<Object<'env>> {
     on_own_thread(env, "verify", move || {
         let compression: Compression = compression.parse().map_err(reason)?;
-        let check =
-            narcache_core::verify(&PathBuf::from(file), compression, Some(&VERIFY_PROGRESS))
-                .map_err(reason)?;
-        Ok(nar_check(&check))
+        let mut index = index.unwrap_or_default().index();
+        let check = narcache_core::verify(
+            &PathBuf::from(file),
+            compression,
+            Some(&VERIFY_PROGRESS),
+            &mut index,
+        )
+        .map_err(reason)?;
+        Ok(nar_check(&check, index))
     })
 }
 
-fn nar_check(check: &narcache_core::NarCheck) -> NarCheck {
+fn nar_check(check: &narcache_core::NarCheck, index: NarIndex) -> NarCheck {
+    let (listing, debug_info) = index.finish();
     NarCheck {
         file_hash: sha256(&check.file_hash),
         file_size: check.file_size as i64,
         nar_hash: sha256(&check.nar.hash),
         nar_size: check.nar.size as i64,
+        listing: listing.map(Buffer::from),
+        debug_info,
     }
 }
 
@@ -314,6 +402,38 @@ fn batch_scheduling() {
     }
 }
 
+/// `data` compressed whole with `compression` (`xz`, `zstd` or `none`) at
+/// its default level: for small files such as narinfos, not NARs.
+#[napi(ts_return_type = "Promise<Buffer>")]
+pub fn compress_bytes(env: &Env, compression: String, data: Buffer) -> Result<Object<'_>> {
+    let data = data.to_vec();
+    on_own_thread(env, "compress", move || {
+        let compression: Compression = compression.parse().map_err(reason)?;
+        narcache_core::compress_bytes(compression, &data)
+            .map(Buffer::from)
+            .map_err(reason)
+    })
+}
+
+/// `data` decompressed whole; rejects if it is not a valid stream of
+/// `compression` or would come to more than `maxBytes`.
+#[napi(ts_return_type = "Promise<Buffer>")]
+pub fn decompress_bytes(
+    env: &Env,
+    compression: String,
+    data: Buffer,
+    max_bytes: i64,
+) -> Result<Object<'_>> {
+    let data = data.to_vec();
+    on_own_thread(env, "decompress", move || {
+        let compression: Compression = compression.parse().map_err(reason)?;
+        let max = u64::try_from(max_bytes).map_err(reason)?;
+        narcache_core::decompress_bytes(compression, &data, max)
+            .map(Buffer::from)
+            .map_err(reason)
+    })
+}
+
 /// Nix's base-32 encoding of `bytes`.
 #[napi]
 pub fn nix32_encode(bytes: Buffer) -> String {
@@ -360,6 +480,8 @@ fn core_options(
         threads: options.threads.unwrap_or(1),
         expected,
         progress: Some(PROGRESS.clone()),
+        listing: options.listing.unwrap_or(false),
+        debug_info: options.debug_info.unwrap_or(false),
         cancel,
     })
 }

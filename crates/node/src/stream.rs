@@ -22,8 +22,8 @@ use napi_derive::napi;
 use narcache_core::Compression;
 
 use crate::{
-    core_options, nar_check, on_own_thread, pack_result, reason, CancelToken, PackOptions,
-    PackResult, VERIFY_PROGRESS,
+    core_options, nar_check, on_own_thread, pack_result, reason, CancelToken, IndexOptions,
+    PackOptions, PackResult, VERIFY_PROGRESS,
 };
 
 /// A JavaScript function of one Buffer, called without Node's error-first
@@ -66,7 +66,7 @@ pub fn pack_stream<'env>(
         let (sink, packed) =
             narcache_core::pack_into(&PathBuf::from(source), sink, &options).map_err(reason)?;
         Ok(PackedStream {
-            packed: pack_result(&packed, options.compression),
+            packed: pack_result(packed, options.compression),
             tail: sink.buffer.into(),
         })
     })
@@ -74,12 +74,14 @@ pub fn pack_stream<'env>(
 
 /// Like `verifyNar`, but reads the NAR file from `read`, which resolves to
 /// its next bytes, or to null at its end; a rejection by `read` rejects
-/// this Promise with `cannot read the file: <its message>`.
+/// this Promise with `cannot read the file: <its message>`. `index` as for
+/// `verifyNar`.
 #[napi(ts_return_type = "Promise<NarCheck>")]
 pub fn verify_nar_stream<'env>(
     env: &'env Env,
     compression: String,
     #[napi(ts_arg_type = "() => Promise<Buffer | null>")] read: ChunkProducer,
+    index: Option<IndexOptions>,
 ) -> Result<Object<'env>> {
     on_own_thread(env, "verify", move || {
         let compression: Compression = compression.parse().map_err(reason)?;
@@ -89,9 +91,11 @@ pub fn verify_nar_stream<'env>(
             at: 0,
             ended: false,
         };
-        let check = narcache_core::verify_reader(reader, compression, Some(&VERIFY_PROGRESS))
-            .map_err(reason)?;
-        Ok(nar_check(&check))
+        let mut index = index.unwrap_or_default().index();
+        let check =
+            narcache_core::verify_reader(reader, compression, Some(&VERIFY_PROGRESS), &mut index)
+                .map_err(reason)?;
+        Ok(nar_check(&check, index))
     })
 }
 

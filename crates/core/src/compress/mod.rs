@@ -239,6 +239,35 @@ impl<R: Read> Read for Decoder<R> {
     }
 }
 
+/// Compresses a small file whole (a narinfo or listing that a cache
+/// stores compressed), at the default level, on the calling thread.
+pub fn compress_bytes(compression: Compression, data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut encoder = Encoder::new(compression, compression.default_level(), 1, Vec::new())?;
+    encoder.write_all(data)?;
+    encoder.finish()
+}
+
+/// Decompresses a small file whole, as strictly as [`Decoder`] reads; one
+/// that would come to more than `max` bytes is refused.
+pub fn decompress_bytes(compression: Compression, data: &[u8], max: u64) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    match compression {
+        Compression::None => out.extend_from_slice(&data[..data.len().min(max as usize + 1)]),
+        Compression::Xz => {
+            Decoder::xz(data)?.take(max + 1).read_to_end(&mut out)?;
+        }
+        Compression::Zstd => {
+            Decoder::zstd(data)?.take(max + 1).read_to_end(&mut out)?;
+        }
+    }
+    if out.len() as u64 > max {
+        return Err(io::Error::other(format!(
+            "decompresses to more than {max} bytes"
+        )));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +293,19 @@ mod tests {
         (0..(26usize << 20) / 4096)
             .flat_map(|i| pages[(i * 7 + i / 5) % 16].iter().copied())
             .collect()
+    }
+
+    #[test]
+    fn small_files_round_trip_within_their_bound() {
+        let text = b"StorePath: /nix/store/x\n".repeat(100);
+        for c in [Compression::None, Compression::Xz, Compression::Zstd] {
+            let packed = compress_bytes(c, &text).unwrap();
+            let max = text.len() as u64;
+            assert_eq!(decompress_bytes(c, &packed, max).unwrap(), text, "{c}");
+            let err = decompress_bytes(c, &packed, max - 1).unwrap_err();
+            assert!(err.to_string().contains("more than"), "{c}: {err}");
+        }
+        assert!(decompress_bytes(Compression::Xz, b"not xz", 100).is_err());
     }
 
     fn compress(c: Compression, threads: u32, data: &[u8]) -> Vec<u8> {

@@ -3,6 +3,9 @@
 //!
 //! The tree is walked once and streamed into a writer: file contents are
 //! copied through a fixed buffer, so memory does not grow with file sizes.
+//! A [`Visit`] may watch the walk, seeing each entry as the NAR parser
+//! would show it, so that what is derived from a NAR (its listing, its
+//! debug-info members) needs no second pass.
 
 use std::fs::{self, FileType, OpenOptions};
 use std::io::{self, Read, Write};
@@ -11,6 +14,8 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+
+use super::parse::{Node, NodeKind, Visit};
 
 /// The most file content handed to the writer in one call.
 pub(crate) const COPY_BUFFER: usize = 256 * 1024;
@@ -34,21 +39,39 @@ pub enum NarError {
 /// Writes the NAR serialisation of `path` (not following a symlink at
 /// `path` itself) into `out`.
 pub fn dump<W: Write>(path: &Path, out: &mut W) -> Result<(), NarError> {
+    dump_visited(path, out, &mut ())
+}
+
+/// [`dump`], showing each entry to `visitor` as [`super::parse`] would
+/// show it, contents excepted.
+pub fn dump_visited<W: Write>(
+    path: &Path,
+    out: &mut W,
+    visitor: &mut impl Visit,
+) -> Result<(), NarError> {
     let mut dumper = Dumper {
         out,
         buf: vec![0; COPY_BUFFER],
+        visitor,
+        root_len: path.as_os_str().len(),
+        offset: 0,
     };
     dumper.token(b"nix-archive-1")?;
     let meta = fs::symlink_metadata(path).map_err(|e| read_error(path, e))?;
     dumper.node(path, meta.file_type())
 }
 
-struct Dumper<'a, W> {
+struct Dumper<'a, W, V> {
     out: &'a mut W,
     buf: Vec<u8>,
+    visitor: &'a mut V,
+    /// Length of the root's path, whose children's paths extend it.
+    root_len: usize,
+    /// NAR bytes written so far.
+    offset: u64,
 }
 
-impl<W: Write> Dumper<'_, W> {
+impl<W: Write, V: Visit> Dumper<'_, W, V> {
     /// `ft` is the type that `path` had when its directory was read.
     fn node(&mut self, path: &Path, ft: FileType) -> Result<(), NarError> {
         self.tokens(&[b"(", b"type"])?;
@@ -56,7 +79,9 @@ impl<W: Write> Dumper<'_, W> {
             self.regular(path)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(path).map_err(|e| read_error(path, e))?;
-            self.tokens(&[b"symlink", b"target", target.as_os_str().as_bytes()])?;
+            let target = target.as_os_str().as_bytes();
+            self.tokens(&[b"symlink", b"target", target])?;
+            self.visit(path, NodeKind::Symlink { target });
         } else if ft.is_dir() {
             self.directory(path)?;
         } else {
@@ -83,12 +108,19 @@ impl<W: Write> Dumper<'_, W> {
             return Err(read_error(path, changed));
         }
         self.token(b"regular")?;
-        if meta.permissions().mode() & 0o100 != 0 {
+        let executable = meta.permissions().mode() & 0o100 != 0;
+        if executable {
             self.tokens(&[b"executable", b""])?;
         }
         self.token(b"contents")?;
         let expected = meta.len();
         self.write(&expected.to_le_bytes())?;
+        let kind = NodeKind::Regular {
+            executable,
+            size: expected,
+            offset: self.offset,
+        };
+        self.visit(path, kind);
         let mut copied = 0u64;
         loop {
             let n = match file.read(&mut self.buf) {
@@ -104,6 +136,7 @@ impl<W: Write> Dumper<'_, W> {
             self.out
                 .write_all(&self.buf[..n])
                 .map_err(NarError::Write)?;
+            self.offset += n as u64;
         }
         if copied != expected {
             return Err(NarError::FileChanged {
@@ -117,6 +150,7 @@ impl<W: Write> Dumper<'_, W> {
 
     fn directory(&mut self, path: &Path) -> Result<(), NarError> {
         self.token(b"directory")?;
+        self.visit(path, NodeKind::Directory);
         // The types come with the names (from the directory itself on most
         // file systems): one system call per entry fewer than an lstat each.
         let mut entries = Vec::new();
@@ -138,6 +172,16 @@ impl<W: Write> Dumper<'_, W> {
         Ok(())
     }
 
+    /// Shows the node at `path` to the visitor, named as the parser names
+    /// it: relative to the root, which `path` extends.
+    fn visit(&mut self, path: &Path, kind: NodeKind<'_>) {
+        // Without a possible panic, this is nothing once a visitor that
+        // does nothing is inlined.
+        let below = (path.as_os_str().as_bytes().get(self.root_len..)).unwrap_or_default();
+        let path = below.strip_prefix(b"/").unwrap_or(below);
+        self.visitor.node(&Node { path, kind });
+    }
+
     fn tokens(&mut self, tokens: &[&[u8]]) -> Result<(), NarError> {
         tokens.iter().try_for_each(|t| self.token(t))
     }
@@ -156,7 +200,9 @@ impl<W: Write> Dumper<'_, W> {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), NarError> {
-        self.out.write_all(bytes).map_err(NarError::Write)
+        self.out.write_all(bytes).map_err(NarError::Write)?;
+        self.offset += bytes.len() as u64;
+        Ok(())
     }
 }
 

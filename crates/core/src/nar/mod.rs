@@ -1,12 +1,15 @@
 //! NAR (Nix ARchive): the serialisation of a store path that Nix hashes,
 //! signs and ships in binary caches. [`dump`] writes one from a file system
-//! tree, [`parse`] reads one back and checks it, both streaming.
+//! tree, [`parse`] reads one back and checks it, both streaming; either
+//! may show its entries to a [`Visit`] such as [`Listing`].
 
 mod dump;
+mod listing;
 mod parse;
 
 pub(crate) use dump::COPY_BUFFER;
-pub use dump::{dump, NarError};
+pub use dump::{dump, dump_visited, NarError};
+pub use listing::{DebugInfoMembers, Listing, NarIndex};
 pub use parse::{
     parse, Expected, Found, Node, NodeKind, ParseError, Visit, MAX_DEPTH, MAX_NAME, MAX_PATH,
     MAX_TARGET,
