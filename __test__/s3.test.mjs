@@ -16,7 +16,6 @@ import {
   CLI,
   FIXTURES_DIR,
   buildFixtures,
-  cleanupTempDirs,
   closure,
   dumpDb,
   makeTempDir,
@@ -25,14 +24,11 @@ import {
   run,
   substitute,
 } from './helpers/nix.mjs';
-import { cephMissing, freePort, startGateway } from './helpers/s3.mjs';
+import { freePort, gatewayForTests } from './helpers/s3.mjs';
 
 const lib = (await import('../dist/index.js')).default;
 // The SDK's notice to whoever packages narcache for Node < 22; the CLI silences it too.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
-
-const missing = await cephMissing();
-if (missing) throw new Error(`the S3 tests need Ceph's RADOS Gateway: ${missing}`);
 
 const fx = await buildFixtures();
 const [top, large] = await nixBuild(path.join(FIXTURES_DIR, 's3.nix'), ['top', 'large']);
@@ -40,15 +36,9 @@ const [top, large] = await nixBuild(path.join(FIXTURES_DIR, 's3.nix'), ['top', '
 const PARTS = 'buffer-size=5242880';
 const TEMP_PREFIX = '.tmp-narcache-';
 
-let gw;
-test.before(async () => {
-  // COLD: a storage class besides STANDARD, for storage-class=.
-  gw = await startGateway({ storageClasses: ['COLD'] });
-});
-test.after.always(async () => {
-  await gw?.stop();
-  await cleanupTempDirs();
-});
+// After the awaits above: ava wants the hooks and tests declared at once.
+// COLD: a storage class besides STANDARD, for storage-class=.
+const gw = gatewayForTests(test, { storageClasses: ['COLD'] });
 
 function cli(args, env = gw.env) {
   return run(process.execPath, [CLI, ...args], { env });

@@ -62,7 +62,7 @@ export function formatTargets(targets) {
 
 /** Horizontal bars of wall time, one panel per compression, each with its own scale. */
 export function svgChart(runs, title) {
-  const groups = ['none', 'zstd', 'xz']
+  const groups = ['none', 'zstd', 'xz', 'xz-copy']
     .map((c) => ({ c, runs: runs.filter((r) => r.compression === c && !r.error) }))
     .filter((g) => g.runs.length);
   const barH = 20;

@@ -67,7 +67,9 @@ nix-copy, mkbinarycache, limit), determinism (narcache's extra
 (narcache publishing to a local Ceph RADOS Gateway), listing (narcache
 zstd with --write-nar-listing), many (the many-paths closure: narcache and
 nix copy, none and zstd, and narcache's re-run with every path present),
-huge (narcache on the largest closure), or a run id:
+huge (narcache on the largest closure), copy (narcache-xz's cache copied to
+another directory by narcache copy and by nix copy; the cache is built
+untimed if narcache-xz does not run), or a run id:
 `;
 
 function parseOptions() {
@@ -241,6 +243,32 @@ function allRuns({ cores, root, files, cacheDir, many, huge }) {
     if (c === 'xz') nixCopy(c, 'nix-copy-xz-parallel', '&parallel-compression=true');
     nixCopy(c, `nix-copy-${c}`);
   }
+  // An xz cache copied to another directory: narcache copy, which never recompresses,
+  // against nix copy between the same two file:// caches. The source is narcache-xz's
+  // cache, built untimed first if that run is left out.
+  const copySource = path.join(cacheDir, 'narcache-xz');
+  const copyTo = (id) => path.join(cacheDir, id);
+  add({
+    id: 'narcache-xz-copy',
+    tool: 'narcache',
+    compression: 'xz-copy',
+    kind: 'cache',
+    sampled: true,
+    captureStdout: true,
+    groups: ['copy'],
+    source: copySource,
+    argv: [process.execPath, CLI, 'copy', copySource, copyTo('narcache-xz-copy'), '--json'],
+  });
+  add({
+    id: 'nix-copy-xz-copy',
+    tool: 'nix-copy',
+    compression: 'xz-copy',
+    kind: 'cache',
+    sampled: true,
+    groups: ['copy'],
+    source: copySource,
+    argv: ['nix', 'copy', '--no-check-sigs', '--from', `file://${copySource}`, '--to', `file://${copyTo('nix-copy-xz-copy')}?compression=xz`, root],
+  });
   // Many small paths: what each path costs. narcache and nix copy alternate
   // over the passes, as a limit and narcache do.
   if (many) {
@@ -449,6 +477,10 @@ async function main() {
       await gateway.bucket(r.bucket);
       r.argv.push('-o', gateway.url(r.bucket));
     }
+    if (r.source && !fs.existsSync(r.source)) {
+      log(`building ${path.relative(REPO, r.source)} to copy (untimed) …`);
+      await runOk(process.execPath, [CLI, 'build', closure.root, '-o', r.source, '--compression', 'xz', '--jobs', String(cores)], { env });
+    }
     log(`[${i + 1}/${runs.length}] ${r.id}: ${r.argv.join(' ')}`);
     const build = r.tool === 'narcache' ? await narcacheBuild() : undefined;
     const m = await pass(r);
@@ -501,7 +533,8 @@ async function main() {
       if (u) Object.assign(result, { underusedSeconds: u.underusedSeconds, coresBusySlices: u.slices, otherCoresBusySlices: u.othersSlices });
       if (r.tool === 'narcache') result.threads = m.threads;
     }
-    if (r.output && !options.keep && !result.error) await rmrf(r.output); // a failed run's output is kept for diagnosis
+    // A failed run's output is kept for diagnosis, and a cache a later run copies until then.
+    if (r.output && !options.keep && !result.error && !runs.some((later) => later.source === r.output)) await rmrf(r.output);
     failed ||= !!result.error;
     results.push(result);
     log(
@@ -572,6 +605,10 @@ async function main() {
   const checks = [
     { what: "narcache's none NAR files are nix copy's, byte for byte", ok: sameNars('narcache-none', 'nix-copy-none') },
     {
+      what: 'narcache copy gives the narinfos and NAR files of the cache it copies, byte for byte',
+      ok: listings.has('narcache-xz') && listings.has('narcache-xz-copy') ? listings.get('narcache-xz') === listings.get('narcache-xz-copy') : null,
+    },
+    {
       what: "narcache's xz files are nix copy's with parallel-compression, byte for byte (information)",
       ok: sameNars('narcache-xz', 'nix-copy-xz-parallel'),
       informational: true,
@@ -602,6 +639,7 @@ async function main() {
     target('xz: narcache ÷ nix copy, parallel', 'narcache-xz', 'nix-copy-xz-parallel', 1, true),
     target('none: narcache ÷ read-and-hash limit', 'narcache-none', 'limit-read-hash', 2),
     target('none: narcache ÷ nix copy', 'narcache-none', 'nix-copy-none', 0.5),
+    target('xz cache copied: narcache copy ÷ nix copy between two file:// caches (issue 21)', 'narcache-xz-copy', 'nix-copy-xz-copy', 0.1),
     target('many paths, zstd: narcache ÷ nix copy', 'narcache-many-zstd', 'nix-copy-many-zstd', 0.5),
     target('many paths, none: narcache ÷ nix copy', 'narcache-many-none', 'nix-copy-many-none', 0.5),
     target(`${HUGE_OPEN_FILES} open files, ${options.hugePaths} paths: narcache ÷ narcache on ${options.manyPaths} paths (zstd)`, 'narcache-huge-zstd', 'narcache-many-zstd', 4.5),

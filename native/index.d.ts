@@ -41,6 +41,15 @@ export interface IndexOptions {
   debugInfo?: boolean
 }
 
+/**
+ * Takes an advisory lock (flock) on the directory `dir`: shared, which
+ * any number of processes hold at once, or exclusive. With `wait`, waits
+ * until it is granted; without, resolves to null if another process holds
+ * a lock that conflicts. Resolves to an id for `unlockDirectory`; the
+ * system also releases the lock when this process ends, however it ends.
+ */
+export declare function lockDirectory(dir: string, exclusive: boolean, wait: boolean): Promise<number | null>
+
 export interface NarCheck {
   /** `sha256:<nix32>` of the file as stored: what `FileHash` must say. */
   fileHash: string
@@ -212,6 +221,9 @@ export interface StoreDbPath {
  * one batch: far cheaper than syncing each file as it is written.
  */
 export declare function syncFiles(paths: Array<string>): Promise<void>
+
+/** Releases a lock `lockDirectory` took; an id already released is ignored. */
+export declare function unlockDirectory(id: number): void
 
 /**
  * Reads the NAR file `file`, compressed as `compression` (as a narinfo's

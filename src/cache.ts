@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import { NarcacheError } from './errors';
 import { limiter } from './limit';
 import type { IndexOptions, NarCheck } from './native';
 import { parseNarinfo, type Narinfo } from './narinfo';
 import type { Destination } from './publish/destination';
+import type { S3Location } from './publish/s3-location';
 
 // Nix sets no bound: a narinfo grows with its references (a store path of
 // 20,000 has one of 1.4 MB; closureInfo's output or a system profile get
@@ -44,6 +46,20 @@ export interface NarFile {
    * name the file.
    */
   check(compression: string, narSize: number, index?: IndexOptions): Promise<NarCheck>;
+  /** The file's bytes, streamed in pieces of about a MiB. */
+  read(): AsyncIterable<Buffer>;
+  /** Where it lies, if in a bucket: another bucket of the same service copies it without downloading it. */
+  object?: { location: S3Location; key: string };
+}
+
+/** A file of a cache, relative to it, as a listing gives it. */
+export interface CacheFile {
+  file: string;
+  size: number;
+  /** Last modification (for S3: upload, or start of an unfinished upload), in ms since the epoch. */
+  modified: number;
+  /** The id of an unfinished multipart upload (S3), which this entry stands for. */
+  uploadId?: string;
 }
 
 /**
@@ -55,6 +71,8 @@ export interface Cache extends Destination {
   narinfoFiles(): Promise<string[]>;
   /** Reads and parses one; the error says what is wrong, without the file name. */
   readNarinfo(file: string): Promise<Narinfo>;
+  /** The text of one, byte for byte (refused unread if too large for a narinfo). */
+  readNarinfoText(file: string): Promise<string>;
   /** The text of `nix-cache-info`, or undefined if it is missing or unreadable. */
   readCacheInfo(): Promise<string | undefined>;
   /**
@@ -63,7 +81,7 @@ export interface Cache extends Destination {
    */
   narFile(url: string): Promise<NarFile | { problem: string }>;
   /** Every file below `nar/`, relative to the cache, but those being written. */
-  narFiles(): Promise<string[]>;
+  narFiles(): Promise<CacheFile[]>;
   /**
    * The files directly in `dir` (`''` for the cache's top, or `debuginfo/`)
    * whose names end in `suffix`, relative to the cache, sorted, without
@@ -86,4 +104,49 @@ export interface Cache extends Destination {
    * refuses a cache inside the store `storeDir`, removes leftovers.
    */
   openForUpdate(storeDir: string): Promise<void>;
+  /**
+   * What writers left behind or are still writing: temporary files (a
+   * directory's, beside the narinfos and in `nar/`), temporary objects and
+   * unfinished multipart uploads (a bucket's).
+   */
+  temporaryFiles(): Promise<CacheFile[]>;
+  /** Removes these files (narinfos, NAR files, temporary files) at once; one already gone is no error. */
+  remove(files: (string | CacheFile)[]): Promise<void>;
+  /**
+   * Writes the NAR file `from` (of another cache) under `url`, checking
+   * while it streams that it has `expected` size and SHA-256, and leaving
+   * nothing under `url` if not; like writeNar, durable with the next
+   * narinfos. Resolves to whether the bytes went through this process (false: a server-side copy).
+   */
+  copyNar(url: string, from: NarFile, expected: { fileHash: Buffer; fileSize: number }): Promise<boolean>;
+  /**
+   * Takes the cache's lock until the function it resolves to is called
+   * (see lockCacheDirectory): shared by those that write (build, copy,
+   * sign), exclusive for prune, which so waits for the writers to end and
+   * keeps new ones out; `onWait` is called if it has to wait. A bucket has
+   * no such lock: it resolves at once.
+   */
+  lock(mode: 'shared' | 'exclusive', onWait?: () => void): Promise<() => void>;
+}
+
+/**
+ * The bytes of `source` passed on as they come, while their size and
+ * SHA-256 are checked against `expected`: the stream fails (naming `url`)
+ * as soon as it is longer than stated, or at its end if it differs.
+ */
+export async function* checkedStream(
+  source: AsyncIterable<Buffer>,
+  expected: { fileHash: Buffer; fileSize: number },
+  url: string,
+): AsyncGenerator<Buffer> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of source) {
+    size += chunk.length;
+    if (size > expected.fileSize) throw new NarcacheError(`${url} is longer than its FileSize, ${expected.fileSize} bytes`);
+    hash.update(chunk);
+    yield chunk;
+  }
+  if (size !== expected.fileSize) throw new NarcacheError(`FileSize is ${expected.fileSize} but ${url} has ${size} bytes`);
+  if (!hash.digest().equals(expected.fileHash)) throw new NarcacheError(`FileHash does not match ${url}`);
 }

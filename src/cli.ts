@@ -5,12 +5,17 @@ import { buildCache } from './build';
 import { systemReason } from './errors';
 import type { Compression } from './pack';
 import { formatSummary, progressReporter } from './report/progress';
-import { formatFindings, formatVerifySummary, verifyReporter } from './report/verify';
+import { copyCache } from './copy';
+import { copyReporter, formatCopySummary } from './report/copy';
+import { formatPruneSummary, pruneReporter } from './report/prune';
+import { formatFindings, formatRepaired, formatVerifySummary, verifyReporter } from './report/verify';
+import { repairCache, type RepairReport } from './repair';
+import { pruneCache } from './prune';
 import { signCache } from './sign-cache';
 import { formatPublicKey, keygen, parsePublicKey, readSecretKeyFile } from './signing';
 import type { ClosureSource } from './sources/load';
 import { DEFAULT_STORE_DIR } from './store-path';
-import { verifyCache } from './verify';
+import { verifyCache, type VerifyReport } from './verify';
 
 // The CLI only parses flags and prints; all behaviour lives in the library.
 
@@ -60,7 +65,9 @@ function sourceOption(flags: string, description: string): Option {
   return option.conflicts(SOURCE_OPTIONS.filter((name) => name !== option.attributeName()));
 }
 
-function sourceOf(opts: BuildFlags): ClosureSource {
+type SourceFlags = Pick<BuildFlags, 'fromAttrs' | 'fromRegistration' | 'fromPathInfo' | 'db' | 'scan'>;
+
+function sourceOf(opts: SourceFlags): ClosureSource {
   if (opts.fromAttrs !== undefined) return { kind: 'attrs', file: opts.fromAttrs };
   if (opts.fromRegistration !== undefined) return { kind: 'registration', file: opts.fromRegistration };
   if (opts.fromPathInfo !== undefined) return { kind: 'path-info', file: opts.fromPathInfo };
@@ -263,31 +270,121 @@ program
       'agree with their NARs and debug-info links (debuginfo/) point to a member of a NAR of the cache. Prints one ' +
       'line per problem and lists NAR files no narinfo names (orphans) and temporary files of writers that died ' +
       '(leftovers), which are not problems, and NAR files whose compression narcache does not read (lz4, lzip, …); ' +
-      'exits 0 only if there is no problem, 1 if there is one, 2 if there is none but some NAR files were not checked',
+      'exits 0 only if there is no problem (with --repair: none left), 1 if there is one, 2 if there is none but ' +
+      'some NAR files were not checked',
   )
   .argument('<cache>', 'the cache: a directory, or s3://BUCKET[/PREFIX]?… as for build -o')
   .option('--trusted-public-key <key>', 'a public key (name:base64) whose signature is required (repeatable)', collect)
   .option('-j, --jobs <n>', 'NAR files checked at once (default: the CPU count)', integer(1))
+  .option(
+    '--repair',
+    'write again, from the local store, every NAR file that is missing or not what its narinfo says, if the store ' +
+      "holds the path with the narinfo's NarHash (the narinfo is rewritten if the new file has another name); " +
+      'what cannot be repaired is reported',
+  )
+  .option('--store-root <dir>', "with --repair: where the store's files are, if not at the cache's store directory")
   .option('--json', 'print the report as JSON on stdout instead of the text lines and summary')
-  .action(async (cache: string, opts: { trustedPublicKey?: string[]; jobs?: number; json?: boolean }) => {
-    // A value may hold several keys, as trusted-public-keys in nix.conf does.
-    const trustedPublicKeys = (opts.trustedPublicKey ?? [])
-      .flatMap((v) => v.split(/\s+/).filter(Boolean))
-      .map((k) => parsePublicKey(k, `--trusted-public-key ${k}`));
-    const reporter = verifyReporter(process.stderr);
-    let report;
+  .action(
+    async (cache: string, opts: { trustedPublicKey?: string[]; jobs?: number; repair?: boolean; storeRoot?: string; json?: boolean }) => {
+      // A value may hold several keys, as trusted-public-keys in nix.conf does.
+      const trustedPublicKeys = (opts.trustedPublicKey ?? [])
+        .flatMap((v) => v.split(/\s+/).filter(Boolean))
+        .map((k) => parsePublicKey(k, `--trusted-public-key ${k}`));
+      const reporter = verifyReporter(process.stderr);
+      const options = { trustedPublicKeys, jobs: opts.jobs, onProgress: reporter.onProgress, storeRoot: opts.storeRoot };
+      let report: VerifyReport | RepairReport;
+      try {
+        report = await (opts.repair ? repairCache(cache, options) : verifyCache(cache, options));
+      } finally {
+        reporter.done();
+      }
+      if (opts.json) await print(process.stdout, JSON.stringify(report) + '\n');
+      else {
+        if ('repaired' in report) await print(process.stderr, formatRepaired(report as RepairReport));
+        await print(process.stdout, formatFindings(report));
+        await print(process.stderr, formatVerifySummary(report));
+      }
+      // 1: a problem; 2: none, but NAR files narcache does not read were not checked.
+      if (!report.ok) process.exitCode = report.problems.length ? 1 : 2;
+    },
+  );
+
+program
+  .command('prune')
+  .description(
+    'remove from CACHE (a directory or s3:// URL) every narinfo outside the closure of the paths to keep, then every NAR ' +
+      'file no remaining narinfo names (the listings of the narinfos removed and the debug-info links into the NAR files ' +
+      'removed with them), then temporary files and unfinished uploads older than the grace age; referrers go ' +
+      'before what they refer to, so the cache stays sound throughout. In a directory, prune waits for builds and copies ' +
+      'into it to end, and they wait for it',
+  )
+  .argument('<cache>', 'the cache: a directory, or s3://BUCKET[/PREFIX]?… as for build -o')
+  .option('--keep <paths...>', 'store paths (or symlinks into the store such as ./result) whose closures stay')
+  .option('--keep-from <file>', "a file of store paths to keep, one a line; '-' reads stdin (repeatable)", collect)
+  .addOption(sourceOption('--from-attrs <file>', "keep the closure a derivation's .attrs.json holds (with --keep: of those paths)"))
+  .addOption(sourceOption('--from-registration <file>', "keep the closure a closureInfo registration file or nix-store --dump-db output holds"))
+  .addOption(sourceOption('--from-path-info <file>', 'keep the closure nix path-info --json --recursive output holds'))
+  .addOption(sourceOption('--db <path>', "keep the closures of the --keep paths as Nix's SQLite database records them"))
+  .option('--ignore-missing', 'prune even if a path to keep is not in the cache (otherwise nothing is removed)')
+  .option('--grace <seconds>', 'leave unnamed NAR files and temporary files younger than this (a writer may still name them)', integer(0), 3600)
+  .option('--dry-run', 'list what would be removed (on stdout) and how many bytes, remove nothing')
+  .option('--json', 'print a JSON summary on stdout instead of the text summary')
+  .action(
+    async (
+      cache: string,
+      opts: SourceFlags & { keep?: string[]; keepFrom?: string[]; ignoreMissing?: boolean; grace: number; dryRun?: boolean; json?: boolean },
+    ) => {
+      // With --json, stdout holds the summary alone.
+      const reporter = pruneReporter(process.stderr, !!opts.dryRun, opts.json ? undefined : process.stdout);
+      let summary;
+      try {
+        summary = await pruneCache(cache, {
+          keep: opts.keep,
+          keepFrom: opts.keepFrom,
+          source: sourceOf(opts).kind === 'nix' ? undefined : sourceOf(opts),
+          ignoreMissing: opts.ignoreMissing,
+          graceSeconds: opts.grace,
+          dryRun: opts.dryRun,
+          onProgress: reporter.onProgress,
+          onRemove: reporter.onRemove,
+          onWait: () => void print(process.stderr, `narcache: waiting for the builds writing into ${cache} to end\n`),
+        });
+      } finally {
+        reporter.done();
+      }
+      if (opts.json) await print(process.stdout, JSON.stringify(summary) + '\n');
+      else await print(process.stderr, formatPruneSummary(summary));
+    },
+  );
+
+program
+  .command('copy')
+  .description(
+    'copy the binary cache FROM to TO (each a directory or s3:// URL), narinfos and NAR files as they are, never ' +
+      "recompressing, with their listings and debug-info links; each NAR file's FileSize and FileHash are checked as it " +
+      "streams. In build's order: a narinfo " +
+      'after its NAR file and its references, paths TO has are skipped, so re-running resumes. Bucket to bucket on ' +
+      'one endpoint, the service copies the NAR files itself (only their size is checked: verify TO after). ' +
+      'Exits 1 if a path could not be copied',
+  )
+  .argument('<from>', 'the cache to copy: a directory, or s3://BUCKET[/PREFIX]?… as for build -o')
+  .argument('<to>', 'where to copy it: a directory (created if missing), or s3://BUCKET[/PREFIX]?…')
+  .option('--keep <paths...>', 'copy only the closures of these store paths (or symlinks into the store)')
+  .option('--sign-key-file <file>', 'sign each narinfo copied with this secret key, if not signed by it yet (repeatable)', collect)
+  .option('-j, --jobs <n>', 'NAR files copied at once (default 4)', integer(1))
+  .option('--json', 'print a JSON summary on stdout instead of the text summary')
+  .action(async (from: string, to: string, opts: { keep?: string[]; signKeyFile?: string[]; jobs?: number; json?: boolean }) => {
+    const signKeys = await Promise.all((opts.signKeyFile ?? []).map(readSecretKeyFile));
+    const reporter = copyReporter(process.stderr);
+    let summary;
     try {
-      report = await verifyCache(cache, { trustedPublicKeys, jobs: opts.jobs, onProgress: reporter.onProgress });
+      summary = await copyCache(from, to, { keep: opts.keep, signKeys, jobs: opts.jobs, onProgress: reporter.onProgress });
     } finally {
       reporter.done();
     }
-    if (opts.json) await print(process.stdout, JSON.stringify(report) + '\n');
-    else {
-      await print(process.stdout, formatFindings(report));
-      await print(process.stderr, formatVerifySummary(report));
-    }
-    // 1: a problem; 2: none, but NAR files narcache does not read were not checked.
-    if (!report.ok) process.exitCode = report.problems.length ? 1 : 2;
+    if (opts.json) await print(process.stdout, JSON.stringify(summary) + '\n');
+    else await print(process.stderr, formatCopySummary(summary));
+    if (summary.problems.length) process.exitCode = 1;
   });
 
 /**

@@ -6,9 +6,15 @@
  * writes it (NixOS/nix src/libstore/binary-cache-store.cc); a link already
  * there is never replaced, since a build ID may occur in several paths.
  */
+import type { Cache } from './cache';
 import type { CompanionFile } from './publish/destination';
+import { runWithBudget } from './schedule';
 
 export const DEBUG_INFO_DIR = 'debuginfo/';
+// A link is two short strings; a larger file is not one.
+const MAX_LINK_BYTES = 64 << 10;
+// Reading links waits on the disk or the network, not the CPU.
+const READ_CONCURRENCY = 32;
 
 export interface DebugInfoLink {
   archive: string;
@@ -30,4 +36,29 @@ export function parseDebugInfoLink(text: string): DebugInfoLink {
     throw new Error('not {"archive": string, "member": string}');
   }
   return { archive: link.archive, member: link.member };
+}
+
+/**
+ * Reads every debug-info link of the cache, a few at once: `onLink` gets
+ * each one that parses, with its bytes as read; `onBad` each one that
+ * cannot be read or does not parse (one gone meanwhile included).
+ */
+export async function forEachDebugInfoLink(
+  cache: Cache,
+  onLink: (file: string, link: DebugInfoLink, bytes: Buffer) => void,
+  onBad: (file: string, e: Error) => void = () => {},
+): Promise<void> {
+  const files = await cache.files(DEBUG_INFO_DIR, '.debug');
+  await runWithBudget(files, READ_CONCURRENCY, () => 1, async (file) => {
+    let bytes: Buffer;
+    let link: DebugInfoLink;
+    try {
+      bytes = await cache.readFile(file, MAX_LINK_BYTES);
+      link = parseDebugInfoLink(bytes.toString('utf8'));
+    } catch (e) {
+      onBad(file, e as Error);
+      return;
+    }
+    onLink(file, link, bytes);
+  }, () => false);
 }

@@ -4,9 +4,11 @@
  */
 export { buildCache, writeCache } from './build';
 export type { BuildOptions, BuildProgress, BuildSummary, WriteOptions } from './build';
-export type { Cache, NarFile } from './cache';
+export type { Cache, CacheFile, NarFile } from './cache';
 export { DirectoryCache } from './cache-dir';
 export type { Closure, PathInfo } from './closure';
+export { copyCache } from './copy';
+export type { CopyOptions, CopyProblem, CopyProgress, CopySummary } from './copy';
 export { debugInfoLink, parseDebugInfoLink } from './debug-info';
 export type { DebugInfoLink } from './debug-info';
 export { InterruptedError, NarcacheError } from './errors';
@@ -27,6 +29,10 @@ export type { S3DestinationOptions } from './publish/s3';
 export { S3Cache } from './publish/s3-cache';
 export { parseS3Url } from './publish/s3-location';
 export type { S3Location } from './publish/s3-location';
+export { pruneCache } from './prune';
+export { repairCache } from './repair';
+export type { RepairedPath, RepairOptions, RepairReport } from './repair';
+export type { PruneOptions, PruneProgress, PruneRemoval, PruneSummary } from './prune';
 export { signCache } from './sign-cache';
 export type { SignCacheOptions, SignSummary } from './sign-cache';
 export {

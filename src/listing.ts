@@ -5,6 +5,9 @@
  * byte; here one that a cache holds is checked against its NAR.
  */
 
+// A listing takes some 100 bytes per entry: this allows millions.
+export const MAX_LISTING_BYTES = 512 << 20;
+
 /** The listing of the store path whose hash part is `hashPart`, relative to the cache. */
 export function listingName(hashPart: string): string {
   return `${hashPart}.ls`;

@@ -45,6 +45,16 @@ export async function signCache(location: string | Cache, options: SignCacheOpti
 }
 
 async function sign(cache: Cache, options: SignCacheOptions): Promise<SignSummary> {
+  // A narinfo read before a prune removed it would be written back without its NAR.
+  const release = await cache.lock('shared');
+  try {
+    return await signAll(cache, options);
+  } finally {
+    release();
+  }
+}
+
+async function signAll(cache: Cache, options: SignCacheOptions): Promise<SignSummary> {
   const started = performance.now();
   const storeDir = storeDirOf((await cache.readCacheInfo()) ?? '') ?? DEFAULT_STORE_DIR;
   await cache.openForUpdate(storeDir);

@@ -2,8 +2,8 @@ import * as os from 'node:os';
 import type { Cache, NarFile } from './cache';
 import { NarcacheError } from './errors';
 import { parseHash } from './hash';
-import { DEBUG_INFO_DIR, parseDebugInfoLink } from './debug-info';
-import { listingMismatch, listingName } from './listing';
+import { DEBUG_INFO_DIR, forEachDebugInfoLink } from './debug-info';
+import { listingMismatch, listingName, MAX_LISTING_BYTES } from './listing';
 import { narCompressionSupport, verifyProgress, type IndexOptions, type NarCheck } from './native';
 import { narUrl, type Narinfo } from './narinfo';
 import { storeDirOf } from './publish/destination';
@@ -40,6 +40,12 @@ export interface VerifyProblem {
   /** The store path its narinfo describes, when it could be read. */
   storePath?: string;
   problem: string;
+  /**
+   * Set when the NAR file is at fault (missing, unreadable, not what the
+   * narinfo says, or not named as it should be), not the narinfo's own
+   * statements: writing the NAR again from a store repairs it.
+   */
+  nar?: true;
 }
 
 /** A NAR file compressed in a way Nix writes but narcache does not read: neither sound nor broken. */
@@ -88,10 +94,6 @@ export interface VerifyReport {
 
 // Reading narinfos waits on the disk, not the CPU.
 const INDEX_CONCURRENCY = 32;
-// A listing takes some 100 bytes per entry: this allows millions.
-const MAX_LISTING_BYTES = 512 << 20;
-// A debug-info link is two short strings.
-const MAX_LINK_BYTES = 64 << 10;
 const PROGRESS_INTERVAL_MS = 200;
 
 type NarOutcome = NarCheck | { error: string };
@@ -245,7 +247,7 @@ async function verify(cache: Cache, options: VerifyOptions): Promise<VerifyRepor
     }
   }
 
-  const orphans = (await cache.narFiles()).filter((f) => !named.has(f));
+  const orphans = (await cache.narFiles()).map((f) => f.file).filter((f) => !named.has(f));
   const leftovers = await cache.leftovers();
   problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   unchecked.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
@@ -298,8 +300,9 @@ async function checkNarinfo(c: CheckContext, file: string): Promise<VerifyProble
 
   const narHash = checkHashField(n.narHash, 'NarHash', problems);
   const fileHash = n.fileHash === undefined ? undefined : checkHashField(n.fileHash, 'FileHash', problems);
-  if (n.fileHash === undefined) problems.push('FileHash is missing');
-  if (n.fileSize === undefined) problems.push('FileSize is missing');
+  const narProblems: string[] = [];
+  if (n.fileHash === undefined) narProblems.push('FileHash is missing');
+  if (n.fileSize === undefined) narProblems.push('FileSize is missing');
 
   for (const reference of n.references) {
     const full = `${c.storeDir}/${reference}`;
@@ -315,13 +318,17 @@ async function checkNarinfo(c: CheckContext, file: string): Promise<VerifyProble
 
   const url = narUrl(n.url);
   let index: VerifyProblem[] = [];
-  if (typeof url !== 'string') problems.push(`URL ${JSON.stringify(n.url)} ${url.outside}`);
+  if (typeof url !== 'string') narProblems.push(`URL ${JSON.stringify(n.url)} ${url.outside}`);
   else {
     const checked = await checkNarFile(c, file, n, url, { fileHash, narHash });
-    problems.push(...checked.problems);
+    narProblems.push(...checked.problems);
     index = await c.checkIndex(file.slice(0, -'.narinfo'.length), url, checked.nar);
   }
-  return [...problems.map((problem) => ({ file, storePath, problem })), ...index.map((p) => ({ ...p, storePath }))];
+  return [
+    ...problems.map((problem) => ({ file, storePath, problem })),
+    ...narProblems.map((problem) => ({ file, storePath, problem, nar: true as const })),
+    ...index.map((p) => ({ ...p, storePath })),
+  ];
 }
 
 function checkHashField(value: string, field: string, problems: string[]): Buffer | undefined {
@@ -429,29 +436,25 @@ async function checkOrphanArchive(cache: Cache, url: string): Promise<string[] |
  */
 async function readDebugInfoLinks(cache: Cache, problems: VerifyProblem[]): Promise<Map<string, PendingLink[]>> {
   const links = new Map<string, PendingLink[]>();
-  const files = await cache.files(DEBUG_INFO_DIR, '.debug');
-  await runWithBudget(files, INDEX_CONCURRENCY, () => 1, async (file) => {
-    let link;
-    try {
-      link = parseDebugInfoLink((await cache.readFile(file, MAX_LINK_BYTES)).toString('utf8'));
-    } catch (e) {
-      problems.push({ file, problem: `does not parse: ${(e as Error).message}` });
-      return;
-    }
-    const url = link.archive.startsWith('../') ? narUrl(link.archive.slice(3)) : { outside: 'does not start with ../' };
-    if (typeof url !== 'string') {
-      problems.push({ file, problem: `its archive ${JSON.stringify(link.archive)} ${url.outside}` });
-      return;
-    }
-    const [dir, name] = link.member.split('/').slice(-2);
-    if (file !== `${DEBUG_INFO_DIR}${dir}${name}`) {
-      problems.push({ file, problem: `is not named after its member ${link.member}` });
-      return;
-    }
-    const into = links.get(url) ?? [];
-    into.push({ file, member: link.member });
-    links.set(url, into);
-  }, () => false);
+  await forEachDebugInfoLink(
+    cache,
+    (file, link) => {
+      const url = link.archive.startsWith('../') ? narUrl(link.archive.slice(3)) : { outside: 'does not start with ../' };
+      if (typeof url !== 'string') {
+        problems.push({ file, problem: `its archive ${JSON.stringify(link.archive)} ${url.outside}` });
+        return;
+      }
+      const [dir, name] = link.member.split('/').slice(-2);
+      if (file !== `${DEBUG_INFO_DIR}${dir}${name}`) {
+        problems.push({ file, problem: `is not named after its member ${link.member}` });
+        return;
+      }
+      const into = links.get(url) ?? [];
+      into.push({ file, member: link.member });
+      links.set(url, into);
+    },
+    (file, e) => problems.push({ file, problem: `does not parse: ${e.message}` }),
+  );
   return links;
 }
 

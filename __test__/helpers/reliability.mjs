@@ -66,6 +66,7 @@ export function startCli(args, { env = nixEnv } = {}) {
  *   { kind: 'temp', n }      once the n-th temporary NAR file is seen in dir/nar
  *   { kind: 'narinfo', n }   once n narinfos are in dir (narinfos appear in batches: this
  *                            lands amid a batch's renames as often as after one)
+ *   { kind: 'fewer', n }     once fewer than n narinfos are in dir (a prune removing them)
  * and, with `again`, the same signal once more 1 ms later. Resolves to { signalled,
  * atMs, exitMs (from the signal to the exit), code, signal, stderr, stdout }; signalled
  * is false if the process ended first.
@@ -84,6 +85,10 @@ export function buildAndSignal(args, dir, moment, signal, { again = false } = {}
   const timers = [];
   if (moment.kind === 'time') timers.push(setTimeout(send, moment.ms));
   if (moment.kind === 'opened') timers.push(setInterval(() => fs.existsSync(path.join(dir, 'nix-cache-info')) && send(), 2));
+  if (moment.kind === 'fewer') {
+    const count = () => fs.readdirSync(dir).filter((n) => n.endsWith('.narinfo') && !n.startsWith(TEMP_PREFIX)).length;
+    timers.push(setInterval(() => count() < moment.n && send(), 1));
+  }
   const watchers = [];
   const watch = (sub, counts) => {
     const seen = new Set();

@@ -20,7 +20,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 
-import { makeTempDir, nixEnv, removeTempDir, run, runOk } from './nix.mjs';
+import { cleanupTempDirs, makeTempDir, nixEnv, removeTempDir, run, runOk } from './nix.mjs';
 
 const ACCESS_KEY = 'NARCACHETESTACCESSKEY';
 const SECRET_KEY = 'narcache-test-secret-key-0123456789abcdef';
@@ -231,4 +231,26 @@ export async function cephMissing() {
   return missing.length
     ? `${missing.join(', ')} not found: apt-get install --no-install-recommends ceph-mon ceph-osd radosgw ceph-common`
     : undefined;
+}
+
+/**
+ * For an ava test file (call it after the file's top-level awaits, where its tests are
+ * declared: ava wants hooks and tests declared at once):
+ * before the file's tests, fails if Ceph is missing, else starts a gateway (`options`: those of
+ * startGateway); after them,
+ * stops it and removes the temporary directories. Returns an object that is the gateway
+ * (see startGateway) while the tests run.
+ */
+export function gatewayForTests(test, options = {}) {
+  const gw = {};
+  test.before(async () => {
+    const missing = await cephMissing();
+    if (missing) throw new Error(`the S3 tests need Ceph's RADOS Gateway: ${missing}`);
+    Object.assign(gw, await startGateway(options));
+  });
+  test.after.always(async () => {
+    await gw.stop?.();
+    await cleanupTempDirs();
+  });
+  return gw;
 }

@@ -1,6 +1,7 @@
 import { NarcacheError } from '../errors';
 import type { PackResult } from '../native';
 import type { PackPathOptions } from '../pack';
+import { DEFAULT_STORE_DIR } from '../store-path';
 
 /**
  * Where a cache is published. Planning, packing and publishing speak only
@@ -125,4 +126,14 @@ export function checkCacheInfo(location: string, cacheInfo: string, info: CacheI
   }
   const massQuery = field('WantMassQuery');
   if (info.wantMassQuery && massQuery !== '1') throw mismatch('WantMassQuery', massQuery, '1');
+}
+
+/** What a `nix-cache-info` says; a store directory it does not name is Nix's default. */
+export function parseCacheInfo(cacheInfo: string): CacheInfo {
+  const priority = Number(cacheInfoField(cacheInfo, 'Priority') ?? NaN);
+  return {
+    storeDir: cacheInfoField(cacheInfo, 'StoreDir') ?? DEFAULT_STORE_DIR,
+    ...(Number.isInteger(priority) ? { priority } : {}),
+    ...(cacheInfoField(cacheInfo, 'WantMassQuery') === '1' ? { wantMassQuery: true } : {}),
+  };
 }

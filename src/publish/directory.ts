@@ -1,6 +1,8 @@
+import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseNarinfoFile, readNarinfoText, type NarFile } from '../cache';
+import { lockCacheDirectory } from '../cache-lock';
 import { NarcacheError, systemReason } from '../errors';
 import { limiter } from '../limit';
 import { refuseInsideStore } from '../store-path';
@@ -19,6 +21,8 @@ import {
 
 // Narinfos read at once to tell whether they can be relied on: each holds a descriptor for a moment.
 const LOOKUPS_AT_ONCE = 32;
+// What a NAR file is read in, at most, when it is copied.
+const READ_CHUNK = 1 << 20;
 
 /** Names of files being written; never referenced by anything in a cache. */
 export const TEMP_PREFIX = '.tmp-narcache-';
@@ -45,7 +49,9 @@ const LAYOUT_DIRS = ['nar', 'realisations', 'log', 'debuginfo', 'build-trace-v2'
 export class DirectoryDestination implements Destination {
   readonly location: string;
   /** NAR files written since the last sync: the next narinfos wait for them. */
-  private unsynced: string[] = [];
+  protected unsynced: string[] = [];
+  /** Releases the shared lock taken by open (see lockCacheDirectory). */
+  private unlock?: () => void;
   /** Directories other than the cache's own that companions were published into (debuginfo/). */
   private readonly companionDirs = new Set<string>();
 
@@ -63,6 +69,8 @@ export class DirectoryDestination implements Destination {
       await fs.mkdir(path.join(this.location, sub), { recursive: true }).catch(writeError);
     }
     if (existing === undefined) await writeFileAtomic(infoPath, cacheInfoText(info));
+    // A file system without locks leaves writers unlocked, as before; only prune needs the lock.
+    this.unlock ??= await lockCacheDirectory(this.location, 'shared').catch(() => undefined);
     await this.removeLeftovers();
   }
 
@@ -166,7 +174,13 @@ export class DirectoryDestination implements Destination {
     if (!real.startsWith(narDir + path.sep)) return { problem: `leads outside nar/ (to ${real})` };
     const stat = await fs.stat(real);
     if (!stat.isFile()) return { problem: 'is not a regular file' };
-    return { id: real, size: stat.size, check: (compression, narSize, index) => verifyNar(real, compression, narSize, index) };
+    return {
+      id: real,
+      size: stat.size,
+      check: (compression, narSize, index) => verifyNar(real, compression, narSize, index),
+      // A buffer of a MiB for each of tens of thousands of small files keeps the collector busy.
+      read: () => createReadStream(real, { highWaterMark: Math.min(READ_CHUNK, Math.max(stat.size, 1)) }),
+    };
   }
 
   /**
@@ -204,8 +218,11 @@ export class DirectoryDestination implements Destination {
     await makeDurable([this.location, ...this.companionDirs]);
   }
 
-  /** Nothing stays open between writes. */
-  close(): void {}
+  /** Releases the lock open took; no file stays open between writes. */
+  close(): void {
+    this.unlock?.();
+    this.unlock = undefined;
+  }
 
   private narinfoPath(hashPart: string): string {
     return path.join(this.location, `${hashPart}.narinfo`);
@@ -247,7 +264,12 @@ export async function writeFilesAtomic(files: FileText[], options: WriteFileOpti
   });
 }
 
+/** A name beside `target` to write it under until it is complete. */
+export function temporaryName(target: string): string {
+  return path.join(path.dirname(target), `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`);
+}
+
 /** A failed file system call as one line: the path and the system's reason. */
-function writeError(e: NodeJS.ErrnoException): never {
+export function writeError(e: NodeJS.ErrnoException): never {
   throw new NarcacheError(`cannot write ${e.path ?? 'the cache'}: ${systemReason(e)}`);
 }

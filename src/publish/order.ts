@@ -19,7 +19,7 @@ export class PublishOrder<T> {
   private ready: string[] = [];
 
   /** `todo`: the paths to publish; any other reference is taken as published already. */
-  constructor(todo: PathInfo[]) {
+  constructor(todo: Pick<PathInfo, 'path' | 'references'>[]) {
     for (const info of todo) this.blockers.set(info.path, 0);
     for (const info of todo) {
       for (const ref of info.references) {

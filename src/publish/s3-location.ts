@@ -97,3 +97,8 @@ export function parseS3Url(url: string): S3Location {
 export function describeS3Location(l: S3Location): string {
   return `s3://${l.bucket}${l.prefix ? `/${l.prefix.slice(0, -1)}` : ''}`;
 }
+
+/** Whether two locations are on one service with the same credentials, so that one request copies between them. */
+export function sameService(a: S3Location, b: S3Location): boolean {
+  return a.endpoint === b.endpoint && a.region === b.region && a.profile === b.profile;
+}

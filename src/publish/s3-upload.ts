@@ -51,7 +51,7 @@ export function temporaryNarPrefix(l: S3Location): string {
  * object under a NAR key.
  */
 export async function uploadNar(ctx: UploadContext, source: string, options: PackPathOptions): Promise<PackResult> {
-  const { client, location } = ctx;
+  const { location } = ctx;
   const upload = new TemporaryUpload(ctx);
   let streamed;
   try {
@@ -61,22 +61,65 @@ export async function uploadNar(ctx: UploadContext, source: string, options: Pac
     throw upload.failure ?? e;
   }
   const { packed, tail } = streamed;
-  const key = location.prefix + packed.url;
+  await finishUpload(ctx, upload, tail, packed.url, packed.fileSize);
+  return packed;
+}
+
+/**
+ * Uploads the stream `chunks` (a NAR file of another cache, already
+ * checked as it passes) to `url`, as uploadNar does: one PUT if it fits in
+ * one part, otherwise a multipart upload under a temporary key, copied to
+ * `url` once complete. A failure of the stream aborts the upload.
+ */
+export async function uploadStream(ctx: UploadContext, url: string, chunks: AsyncIterable<Buffer>): Promise<void> {
+  const upload = new TemporaryUpload(ctx);
+  const { partSize } = ctx.location;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let size = 0;
+  try {
+    for await (const chunk of chunks) {
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      size += chunk.length;
+      while (pendingBytes >= partSize) {
+        const joined = Buffer.concat(pending);
+        await upload.addPart(joined.subarray(0, partSize));
+        pending = [joined.subarray(partSize)];
+        pendingBytes -= partSize;
+      }
+    }
+  } catch (e) {
+    await upload.discard();
+    throw upload.failure ?? e;
+  }
+  await finishUpload(ctx, upload, Buffer.concat(pending), url, size);
+}
+
+/**
+ * Makes a file whose parts (if any) went to `upload`, and whose last bytes
+ * are `tail`, appear whole under `url`: one PUT if it never needed a part,
+ * else the upload completed and copied there.
+ */
+async function finishUpload(ctx: UploadContext, upload: TemporaryUpload, tail: Buffer, url: string, size: number): Promise<void> {
+  const { client, location } = ctx;
+  const key = location.prefix + url;
   if (!upload.started) {
-    await request(location, `uploading ${packed.url}`, () =>
+    await request(location, `uploading ${url}`, () =>
       client.send(
         new PutObjectCommand({ Bucket: location.bucket, Key: key, Body: tail, ContentType: NAR_CONTENT_TYPE, StorageClass: storageClassOf(location) }),
       ),
     );
-    return packed;
+    return;
   }
   try {
     await upload.complete(tail);
-    await request(location, `copying ${upload.key} to ${packed.url}`, () => copyObject(ctx, upload.key, key, packed.fileSize));
+    await request(location, `copying ${upload.key} to ${url}`, () =>
+      copyObject(ctx, { bucket: location.bucket, key: upload.key }, key, size),
+    );
   } finally {
     await upload.discard();
   }
-  return packed;
 }
 
 /** A multipart upload under a temporary key, begun when its first part comes. */
@@ -168,12 +211,13 @@ export function storageClassOf(location: S3Location): StorageClass | undefined {
 }
 
 /**
- * Copies an object inside the bucket, metadata included: in one request up
- * to the service's limit, beyond it as a multipart upload of ranges.
+ * Copies an object (of this bucket, or of another of the same service) to
+ * the key `to` of this bucket, metadata included: in one request up to the
+ * service's limit, beyond it as a multipart upload of ranges.
  */
-async function copyObject(ctx: UploadContext, from: string, to: string, size: number): Promise<void> {
+export async function copyObject(ctx: UploadContext, from: { bucket: string; key: string }, to: string, size: number): Promise<void> {
   const { client, location } = ctx;
-  const copySource = [location.bucket, ...from.split('/')].map(encodeURIComponent).join('/');
+  const copySource = [from.bucket, ...from.key.split('/')].map(encodeURIComponent).join('/');
   const target = { Bucket: location.bucket, Key: to };
   // The temporary object has the bucket's default class; the copy is what stays.
   const StorageClass = storageClassOf(location);

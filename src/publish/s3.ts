@@ -47,6 +47,13 @@ export interface S3DestinationOptions {
 const SMALL_REQUESTS = 32;
 const MAX_COPY_SIZE = 5 * 1024 ** 3;
 
+/** An object of a listing: its whole key, size and last modification (ms since the epoch). */
+interface ListedObject {
+  key: string;
+  size: number;
+  modified: number;
+}
+
 /** A binary cache in an S3 bucket (or under a prefix of one), as Nix reads it over HTTP or s3://. */
 export class S3Destination implements Destination {
   readonly location: string;
@@ -55,7 +62,7 @@ export class S3Destination implements Destination {
   protected readonly client: S3Client;
   /** For small requests: HEADs, GETs of narinfos, clean-up. */
   protected readonly small = limiter(SMALL_REQUESTS);
-  private readonly upload: UploadContext;
+  protected readonly upload: UploadContext;
 
   constructor(
     readonly s3: S3Location,
@@ -98,7 +105,7 @@ export class S3Destination implements Destination {
     let pages = 0;
     for await (const page of this.listPages(this.s3.prefix, '/')) {
       if (++pages > paths.length) return this.headNarinfos(paths);
-      for (const key of page) {
+      for (const { key } of page) {
         const name = key.slice(this.s3.prefix.length);
         const storePath = name.endsWith('.narinfo') ? byHash.get(name.slice(0, -'.narinfo'.length)) : undefined;
         if (storePath !== undefined) states.set(storePath, 'present');
@@ -228,23 +235,8 @@ export class S3Destination implements Destination {
   private async cleanUp(): Promise<void> {
     const prefix = temporaryNarPrefix(this.s3);
     const removals: Promise<unknown>[] = [];
-    for (let KeyMarker: string | undefined, UploadIdMarker: string | undefined; ; ) {
-      const page = await request(this.s3, 'listing unfinished uploads', () =>
-        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.s3.bucket, Prefix: prefix, KeyMarker, UploadIdMarker })),
-      );
-      for (const { Key, UploadId } of page.Uploads ?? []) {
-        removals.push(
-          this.small(() =>
-            request(this.s3, `aborting the unfinished upload of ${Key}`, () =>
-              this.client.send(new AbortMultipartUploadCommand({ Bucket: this.s3.bucket, Key, UploadId })),
-            ),
-          ),
-        );
-      }
-      if (!page.IsTruncated) break;
-      ({ NextKeyMarker: KeyMarker, NextUploadIdMarker: UploadIdMarker } = page);
-    }
-    for await (const key of this.listKeys(prefix)) {
+    for await (const { key, uploadId } of this.listUploads(prefix)) removals.push(this.abortUpload(key, uploadId));
+    for await (const { key } of this.listObjects(prefix)) {
       removals.push(
         this.small(() =>
           request(this.s3, `deleting ${key}`, () => this.client.send(new DeleteObjectCommand({ Bucket: this.s3.bucket, Key: key }))),
@@ -255,23 +247,49 @@ export class S3Destination implements Destination {
   }
 
   /**
-   * Every key that starts with `prefix` (whole keys, in the service's
-   * order); with a delimiter, only those without it after the prefix.
+   * Every object whose key starts with `prefix` (whole keys, in the
+   * service's order), a page of up to 1,000 per request; with a delimiter,
+   * only those without it after the prefix.
    */
-  protected async *listKeys(prefix: string, delimiter?: string): AsyncGenerator<string> {
+  protected async *listObjects(prefix: string, delimiter?: string): AsyncGenerator<ListedObject> {
     for await (const page of this.listPages(prefix, delimiter)) yield* page;
   }
 
-  /** The keys of listKeys, a page (one request) at a time. */
-  private async *listPages(prefix: string, delimiter?: string): AsyncGenerator<string[]> {
+  /** The objects of listObjects, a page (one request) at a time. */
+  private async *listPages(prefix: string, delimiter?: string): AsyncGenerator<ListedObject[]> {
     for (let ContinuationToken: string | undefined; ; ) {
       const page = await request(this.s3, `listing ${prefix}`, () =>
         this.client.send(new ListObjectsV2Command({ Bucket: this.s3.bucket, Prefix: prefix, Delimiter: delimiter, ContinuationToken })),
       );
-      yield (page.Contents ?? []).flatMap(({ Key }) => (Key ? [Key] : []));
+      yield (page.Contents ?? []).flatMap(({ Key, Size, LastModified }) =>
+        Key ? [{ key: Key, size: Size ?? 0, modified: LastModified?.getTime() ?? 0 }] : [],
+      );
       if (!page.IsTruncated) return;
       ContinuationToken = page.NextContinuationToken;
     }
+  }
+
+  /** The multipart uploads begun under `prefix` and neither completed nor aborted. */
+  protected async *listUploads(prefix: string): AsyncGenerator<{ key: string; uploadId: string; started: number }> {
+    for (let KeyMarker: string | undefined, UploadIdMarker: string | undefined; ; ) {
+      const page = await request(this.s3, 'listing unfinished uploads', () =>
+        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.s3.bucket, Prefix: prefix, KeyMarker, UploadIdMarker })),
+      );
+      for (const { Key, UploadId, Initiated } of page.Uploads ?? []) {
+        if (Key && UploadId) yield { key: Key, uploadId: UploadId, started: Initiated?.getTime() ?? 0 };
+      }
+      if (!page.IsTruncated) return;
+      ({ NextKeyMarker: KeyMarker, NextUploadIdMarker: UploadIdMarker } = page);
+    }
+  }
+
+  /** Aborts an unfinished multipart upload. */
+  protected abortUpload(key: string, uploadId: string): Promise<unknown> {
+    return this.small(() =>
+      request(this.s3, `aborting the unfinished upload of ${key}`, () =>
+        this.client.send(new AbortMultipartUploadCommand({ Bucket: this.s3.bucket, Key: key, UploadId: uploadId })),
+      ),
+    );
   }
 
   protected key(name: string): string {

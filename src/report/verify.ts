@@ -1,3 +1,4 @@
+import type { RepairReport } from '../repair';
 import type { VerifyProgress, VerifyReport } from '../verify';
 import { formatBytes, plural } from './format';
 import { bar, liveLine } from './progress';
@@ -58,4 +59,11 @@ function verdict(r: VerifyReport, faulty: number): string {
     : '';
   if (!r.problems.length) return `no problem found, but ${unchecked}`;
   return `${plural(r.problems.length, 'problem')}${faulty ? ` in ${plural(faulty, 'narinfo')}` : ''}${unchecked ? `; ${unchecked}` : ''}`;
+}
+
+/** One line per path whose NAR file was written again. */
+export function formatRepaired(r: RepairReport): string {
+  return r.repaired
+    .map((p) => `narcache: repaired ${p.storePath}: wrote ${p.url}${p.narinfoRewritten ? ' and a narinfo naming it' : ''}\n`)
+    .join('');
 }

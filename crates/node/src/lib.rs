@@ -4,10 +4,13 @@
 //! JS thread nor on libuv's small shared pool, and settle a Promise when
 //! done.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::thread;
 
 use napi::bindgen_prelude::{Buffer, Object, ToNapiValue};
@@ -121,6 +124,55 @@ pub fn sync_files(env: &Env, paths: Vec<String>) -> Result<Object<'_>> {
     on_own_thread(env, "sync", move || {
         narcache_core::sync_files(&paths).map_err(reason)
     })
+}
+
+/// Directory locks held by this process, by the id `lockDirectory` gave.
+static LOCKS: LazyLock<Mutex<HashMap<u32, File>>> = LazyLock::new(Default::default);
+static NEXT_LOCK: AtomicU32 = AtomicU32::new(1);
+
+/// Takes an advisory lock (flock) on the directory `dir`: shared, which
+/// any number of processes hold at once, or exclusive. With `wait`, waits
+/// until it is granted; without, resolves to null if another process holds
+/// a lock that conflicts. Resolves to an id for `unlockDirectory`; the
+/// system also releases the lock when this process ends, however it ends.
+#[napi(ts_return_type = "Promise<number | null>")]
+pub fn lock_directory(env: &Env, dir: String, exclusive: bool, wait: bool) -> Result<Object<'_>> {
+    on_own_thread(env, "lock", move || {
+        let file =
+            File::open(&dir).map_err(|e| Error::from_reason(format!("{dir}: cannot lock: {e}")))?;
+        let kind = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        let flags = if wait { kind } else { kind | libc::LOCK_NB };
+        let taken = loop {
+            // SAFETY: flock on a descriptor this function owns; it changes no memory.
+            if unsafe { libc::flock(file.as_raw_fd(), flags) } == 0 {
+                break true;
+            }
+            match std::io::Error::last_os_error() {
+                e if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                e if e.kind() == std::io::ErrorKind::WouldBlock && !wait => break false,
+                e => return Err(Error::from_reason(format!("{dir}: cannot lock: {e}"))),
+            }
+        };
+        if !taken {
+            return Ok(None);
+        }
+        let id = NEXT_LOCK.fetch_add(1, Ordering::Relaxed);
+        LOCKS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, file);
+        Ok(Some(id))
+    })
+}
+
+/// Releases a lock `lockDirectory` took; an id already released is ignored.
+#[napi]
+pub fn unlock_directory(id: u32) {
+    LOCKS.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
 }
 
 #[napi(object)]
