@@ -1,11 +1,13 @@
 /**
  * A limit on how many tasks run at once: the function returned runs the
  * task given to it as soon as fewer than `n` others run, in the order they
- * were given, and settles as the task does.
+ * were given, and settles as the task does. Waiting tasks queue in a list
+ * read from its head, not shifted: a closure may queue tens of thousands.
  */
 export function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
   let running = 0;
-  const waiting: (() => void)[] = [];
+  let waiting: (() => void)[] = [];
+  let head = 0;
   return async (task) => {
     if (running < n) running++;
     // The finishing task hands its place on, so `running` stays the same.
@@ -13,9 +15,11 @@ export function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
     try {
       return await task();
     } finally {
-      const next = waiting.shift();
-      if (next) next();
-      else running--;
+      if (head < waiting.length) {
+        const next = waiting[head++];
+        if (head === waiting.length) [waiting, head] = [[], 0];
+        next();
+      } else running--;
     }
   };
 }
