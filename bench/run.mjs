@@ -457,7 +457,8 @@ async function main() {
   let gateway;
   /** One timed pass of `r`; with `suffix`, its output goes beside the first pass's and is removed after. */
   const pass = async (r, suffix) => {
-    const moved = (a) => (suffix && a === r.output ? a + suffix : a);
+    // The output's name wherever it stands (nix copy has it inside its cache URL).
+    const moved = (a) => (suffix && r.output && a.includes(r.output) ? a.replace(r.output, r.output + suffix) : a);
     if (r.setup) await runOk(r.setup[0], r.setup.slice(1).map(moved), { env });
     await runOk('sync', []);
     const m = await measure(r.argv.map(moved), {
