@@ -200,7 +200,13 @@ pub fn publish_files(
     // Copied here, on the JS thread: the buffers belong to JavaScript.
     let files: Vec<(PathBuf, Vec<u8>, bool)> = files
         .into_iter()
-        .map(|f| (PathBuf::from(f.target), f.contents.to_vec(), f.keep_existing.unwrap_or(false)))
+        .map(|f| {
+            (
+                PathBuf::from(f.target),
+                f.contents.to_vec(),
+                f.keep_existing.unwrap_or(false),
+            )
+        })
         .collect();
     on_own_thread(env, "publish", move || {
         let files: Vec<narcache_core::NewFile> = files

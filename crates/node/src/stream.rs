@@ -23,8 +23,7 @@ use narcache_core::NarCompression;
 
 use crate::{
     core_options, nar_check, on_own_thread, pack_result, reason, size_limit, CancelToken,
-    IndexOptions,
-    PackOptions, PackResult, VERIFY_PROGRESS,
+    IndexOptions, PackOptions, PackResult, VERIFY_PROGRESS,
 };
 
 /// A JavaScript function of one Buffer, called without Node's error-first
