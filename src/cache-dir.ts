@@ -87,12 +87,7 @@ export class DirectoryCache extends DirectoryDestination implements Cache {
   }
 
   async temporaryFiles(): Promise<CacheFile[]> {
-    const found: string[] = [];
-    for (const sub of ['', 'nar']) {
-      const names = await fs.readdir(path.join(this.location, sub)).catch(() => []);
-      found.push(...names.filter((n) => n.startsWith(TEMP_PREFIX)).map((n) => path.posix.join(sub, n)));
-    }
-    return this.stat(found);
+    return this.stat(await this.temporaryNames());
   }
 
   async remove(files: (string | CacheFile)[]): Promise<void> {

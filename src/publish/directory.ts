@@ -75,19 +75,28 @@ export class DirectoryDestination implements Destination {
   }
 
   /**
-   * Temporary files in the cache and its `nar/` whose writer, the process
-   * whose PID their name holds, no longer runs. (A writer in another PID
-   * namespace sharing the directory would look dead: its write then fails,
-   * and the cache stays true.)
+   * Temporary files in the cache whose writer, the process whose PID
+   * their name holds, no longer runs. (A writer in another PID namespace
+   * sharing the directory would look dead: its write then fails, and the
+   * cache stays true.)
    */
   async leftovers(): Promise<string[]> {
+    return (await this.temporaryNames()).filter((name) => {
+      const pid = TEMP_NAME.exec(path.posix.basename(name))?.[1];
+      return pid !== undefined && !isRunning(Number(pid));
+    });
+  }
+
+  /**
+   * Files being written, or left by a writer, relative to the cache and
+   * sorted: those under a temporary name beside the narinfos, in `nar/`
+   * and in `debuginfo/`.
+   */
+  protected async temporaryNames(): Promise<string[]> {
     const found: string[] = [];
     for (const dir of ['', 'nar', 'debuginfo']) {
       const names = await fs.readdir(path.join(this.location, dir)).catch(() => []);
-      for (const name of names) {
-        const pid = TEMP_NAME.exec(name)?.[1];
-        if (pid !== undefined && !isRunning(Number(pid))) found.push(path.posix.join(dir, name));
-      }
+      found.push(...names.filter((n) => n.startsWith(TEMP_PREFIX)).map((n) => path.posix.join(dir, n)));
     }
     return found.sort();
   }
