@@ -1,8 +1,8 @@
 // A narinfo is never renamed into place before its own bytes, its NAR and the NAR's
 // name are on disk. Watched under strace: the NAR file, nar/ and the narinfo's
-// temporary file were each synced after they were complete and before the
-// narinfo's rename; and the build ends by syncing the cache directory after its
-// last rename. So not even a power loss can leave a narinfo that points to a short
+// temporary file were each synced (one by one, or all at once by a syncfs of the
+// cache's file system) after they were complete and before the narinfo's rename;
+// and the build ends by syncing the cache directory after its last rename. So not even a power loss can leave a narinfo that points to a short
 // or missing file.
 import test from 'ava';
 import fs from 'node:fs/promises';
@@ -60,7 +60,7 @@ for (const { compression, roots, flags } of CASES) {
     const dest = makeTempDir('narcache-durable-');
     const trace = path.join(makeTempDir('narcache-durable-trace-'), 'trace');
     const r = await run('strace', [
-      '-f', '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2,link,linkat,openat,close', '-o', trace,
+      '-f', '-e', 'trace=fsync,fdatasync,syncfs,rename,renameat,renameat2,link,linkat,openat,close', '-o', trace,
       process.execPath, CLI, 'build', ...roots, '-o', dest, '--compression', compression, ...flags,
     ]);
     t.is(r.code, 0, r.stderr);
@@ -68,6 +68,7 @@ for (const { compression, roots, flags } of CASES) {
     const renames = new Map(); // final name → [{ at, from }], a name may be written twice
     const closedAt = new Map(); // file → position of its first close: the end of its writing
     const syncedAt = new Map(); // file or directory → positions of its syncs
+    const syncfsAt = []; // positions of syncs of the cache's whole file system
     const openFds = new Map();
     calls(await fs.readFile(trace, 'utf8')).forEach((c, i) => {
       const names = [...c.args.matchAll(/"([^"]*)"/g)].map((m) => m[1]);
@@ -80,12 +81,15 @@ for (const { compression, roots, flags } of CASES) {
       } else if (c.name === 'close' && openFds.has(fd)) {
         if (!closedAt.has(openFds.get(fd))) closedAt.set(openFds.get(fd), i);
         openFds.delete(fd);
+      } else if (c.name === 'syncfs' && openFds.has(fd)) {
+        syncfsAt.push(i);
       } else if ((c.name === 'fsync' || c.name === 'fdatasync') && openFds.has(fd)) {
         const file = openFds.get(fd);
         syncedAt.set(file, [...(syncedAt.get(file) ?? []), i]);
       }
     });
-    const syncedBetween = (file, after, before) => (syncedAt.get(file) ?? []).some((s) => s > after && s < before);
+    const syncedBetween = (file, after, before) =>
+      [...(syncedAt.get(file) ?? []), ...syncfsAt].some((s) => s > after && s < before);
     // The rename that put the file now under `name` in place, as of position `at`.
     const lastRename = (name, at) => (renames.get(name) ?? []).filter((r) => r.at < at).pop();
 
