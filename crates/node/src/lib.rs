@@ -1,8 +1,8 @@
 //! The N-API binding of narcache-core: the only code that touches Node.
 //!
-//! Packing and verifying run on a thread of their own per call, never on the
-//! JS thread nor on libuv's small shared pool, and settle a Promise when
-//! done.
+//! Packing and verifying run on a thread of their own per call (kept for
+//! later calls, see [`workers`]), never on the JS thread nor on libuv's small
+//! shared pool, and settle a Promise when done.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -11,7 +11,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::thread;
 
 use napi::bindgen_prelude::{Buffer, Object, ToNapiValue};
 use napi::{Env, Error, Result};
@@ -23,6 +22,7 @@ use narcache_core::{
 };
 
 pub mod stream;
+mod workers;
 
 /// Bytes read and written by every pack and packStream call of this process,
 /// for progress display: one atomic add per buffer, no call into JavaScript
@@ -108,7 +108,7 @@ pub fn pack<'env>(
     cancel: Option<&CancelToken>,
 ) -> Result<Object<'env>> {
     let cancel = cancel.map(|c| c.flag.clone());
-    on_own_thread(env, "pack", move || {
+    on_worker(env, "pack", move || {
         let options = core_options(options, cancel)?;
         let nar_dir = PathBuf::from(dest).join("nar");
         let packed =
@@ -121,7 +121,7 @@ pub fn pack<'env>(
 /// one batch: far cheaper than syncing each file as it is written.
 #[napi(ts_return_type = "Promise<void>")]
 pub fn sync_files(env: &Env, paths: Vec<String>) -> Result<Object<'_>> {
-    on_own_thread(env, "sync", move || {
+    on_worker(env, "sync", move || {
         narcache_core::sync_files(&paths).map_err(reason)
     })
 }
@@ -137,7 +137,7 @@ static NEXT_LOCK: AtomicU32 = AtomicU32::new(1);
 /// system also releases the lock when this process ends, however it ends.
 #[napi(ts_return_type = "Promise<number | null>")]
 pub fn lock_directory(env: &Env, dir: String, exclusive: bool, wait: bool) -> Result<Object<'_>> {
-    on_own_thread(env, "lock", move || {
+    on_worker(env, "lock", move || {
         let file =
             File::open(&dir).map_err(|e| Error::from_reason(format!("{dir}: cannot lock: {e}")))?;
         let kind = if exclusive {
@@ -208,7 +208,7 @@ pub fn publish_files(
             )
         })
         .collect();
-    on_own_thread(env, "publish", move || {
+    on_worker(env, "publish", move || {
         let files: Vec<narcache_core::NewFile> = files
             .iter()
             .map(|(target, contents, keep_existing)| narcache_core::NewFile {
@@ -346,7 +346,7 @@ pub fn verify_nar<'env>(
     nar_size: Option<i64>,
     index: Option<IndexOptions>,
 ) -> Result<Object<'env>> {
-    on_own_thread(env, "verify", move || {
+    on_worker(env, "verify", move || {
         let compression: NarCompression = compression.parse().map_err(reason)?;
         let mut index = index.unwrap_or_default().index();
         let check = narcache_core::verify(
@@ -389,47 +389,25 @@ pub fn verify_progress() -> VerifyProgress {
     }
 }
 
-/// Runs `work` on a new thread named after `what` and settles the returned
-/// Promise with its outcome; a panic rejects it instead of taking the
-/// process down.
-fn on_own_thread<'env, T, F>(env: &'env Env, what: &str, work: F) -> Result<Object<'env>>
+/// Runs `work` on a worker thread named after `what` (see [`workers`]) and
+/// settles the returned Promise with its outcome; a panic rejects it instead
+/// of taking the process down.
+fn on_worker<'env, T, F>(env: &'env Env, what: &'static str, work: F) -> Result<Object<'env>>
 where
     T: ToNapiValue + Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
 {
     let (deferred, promise) = env.create_deferred()?;
-    let panicked = format!("internal error: {what} panicked");
-    thread::Builder::new()
-        .name(format!("narcache-{what}"))
-        .spawn(move || {
-            batch_scheduling();
-            match catch_unwind(AssertUnwindSafe(work)) {
-                Ok(Ok(result)) => deferred.resolve(move |_| Ok(result)),
-                Ok(Err(error)) => deferred.reject(error),
-                Err(_) => deferred.reject(Error::from_reason(panicked)),
-            }
-        })
+    let job = move || match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(Ok(result)) => deferred.resolve(move |_| Ok(result)),
+        Ok(Err(error)) => deferred.reject(error),
+        Err(_) => deferred.reject(Error::from_reason(format!(
+            "internal error: {what} panicked"
+        ))),
+    };
+    workers::run(what, Box::new(job))
         .map_err(|e| Error::from_reason(format!("cannot start a {what} thread: {e}")))?;
     Ok(promise)
-}
-
-/// Puts the calling thread, and the compressor threads it starts (which
-/// inherit it), under SCHED_BATCH: bulk work that a wake-up does not preempt.
-/// Under the default policy, a zstd worker that signals the end of a job
-/// while the path's thread waits to hand over the next one is preempted by
-/// that woken thread before the worker marks itself idle; the woken thread
-/// then finds no idle worker and retries in a loop inside zstd until its time
-/// slice ends. On 2 cores that spinning took 2% of a zstd build's CPU time.
-fn batch_scheduling() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: changes only this thread's policy; a failure (a sandbox
-        // that forbids it) leaves the default policy, which is also correct.
-        unsafe {
-            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-        }
-    }
 }
 
 /// `data` compressed whole with `compression` (`xz`, `zstd` or `none`) at
@@ -437,7 +415,7 @@ fn batch_scheduling() {
 #[napi(ts_return_type = "Promise<Buffer>")]
 pub fn compress_bytes(env: &Env, compression: String, data: Buffer) -> Result<Object<'_>> {
     let data = data.to_vec();
-    on_own_thread(env, "compress", move || {
+    on_worker(env, "compress", move || {
         let compression: Compression = compression.parse().map_err(reason)?;
         narcache_core::compress_bytes(compression, &data)
             .map(Buffer::from)
@@ -455,7 +433,7 @@ pub fn decompress_bytes(
     max_bytes: i64,
 ) -> Result<Object<'_>> {
     let data = data.to_vec();
-    on_own_thread(env, "decompress", move || {
+    on_worker(env, "decompress", move || {
         let compression: Compression = compression.parse().map_err(reason)?;
         let max = u64::try_from(max_bytes).map_err(reason)?;
         narcache_core::decompress_bytes(compression, &data, max)
@@ -558,7 +536,7 @@ pub fn scan_store<'env>(
     roots: Vec<String>,
     threads: Option<u32>,
 ) -> Result<Object<'env>> {
-    on_own_thread(env, "scan", move || {
+    on_worker(env, "scan", move || {
         let threads = threads.unwrap_or(1) as usize;
         let scanned = narcache_core::scan_closure(&PathBuf::from(store_root), &roots, threads)
             .map_err(reason)?;
@@ -593,7 +571,7 @@ pub struct StoreDbPath {
 /// Resolves sorted by path.
 #[napi(ts_return_type = "Promise<StoreDbPath[]>")]
 pub fn read_store_db<'env>(env: &'env Env, db: String, roots: Vec<String>) -> Result<Object<'env>> {
-    on_own_thread(env, "read-db", move || {
+    on_worker(env, "read-db", move || {
         let infos = narcache_core::read_closure(&PathBuf::from(db), &roots).map_err(reason)?;
         Ok(infos
             .into_iter()

@@ -22,8 +22,8 @@ use napi_derive::napi;
 use narcache_core::NarCompression;
 
 use crate::{
-    core_options, nar_check, on_own_thread, pack_result, reason, size_limit, CancelToken,
-    IndexOptions, PackOptions, PackResult, VERIFY_PROGRESS,
+    core_options, nar_check, on_worker, pack_result, reason, size_limit, CancelToken, IndexOptions,
+    PackOptions, PackResult, VERIFY_PROGRESS,
 };
 
 /// A JavaScript function of one Buffer, called without Node's error-first
@@ -56,7 +56,7 @@ pub fn pack_stream<'env>(
     cancel: Option<&CancelToken>,
 ) -> Result<Object<'env>> {
     let cancel = cancel.map(|c| c.flag.clone());
-    on_own_thread(env, "pack", move || {
+    on_worker(env, "pack", move || {
         let options = core_options(options, cancel)?;
         let sink = ChunkSink {
             chunk_size: chunk_size.max(1) as usize,
@@ -84,7 +84,7 @@ pub fn verify_nar_stream<'env>(
     nar_size: Option<i64>,
     index: Option<IndexOptions>,
 ) -> Result<Object<'env>> {
-    on_own_thread(env, "verify", move || {
+    on_worker(env, "verify", move || {
         let compression: NarCompression = compression.parse().map_err(reason)?;
         let nar_size = size_limit(nar_size)?;
         let reader = ChunkReader {
