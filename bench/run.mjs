@@ -38,6 +38,11 @@ const HUGE_OPEN_FILES = 256;
 // next for no reason of its own: a ratio from single passes is mostly that
 // noise. Limits and narcache therefore alternate, and medians are compared.
 const REPEAT_MAX_SECONDS = 120;
+// Where an S3 run's argv (and setup) name its bucket, as narcache's URL or as plain HTTP.
+const BUCKET_URL = '<bucket-url>';
+const BUCKET_HTTP = '<bucket-http>';
+// Outputs of closures of this many paths or more are removed only at the end (see discard).
+const SET_ASIDE_PATHS = 5000;
 
 const HELP = `usage: npm run bench [-- options]   (bench:quick = --quick)
 
@@ -64,9 +69,11 @@ const HELP = `usage: npm run bench [-- options]   (bench:quick = --quick)
 Groups for --only/--skip: a compression (none, zstd, xz), a tool (narcache,
 nix-copy, mkbinarycache, limit), determinism (narcache's extra
 --jobs 1 run, and --jobs 2 run if the CPU count is not 2), s3
-(narcache publishing to a local Ceph RADOS Gateway), listing (narcache
+(publishing to buckets of a local Ceph RADOS Gateway), listing (narcache
 zstd with --write-nar-listing), many (the many-paths closure: narcache and
-nix copy, none and zstd, and narcache's re-run with every path present),
+nix copy, none and zstd, and narcache's re-run with every path present; then
+zstd into buckets of the local gateway: narcache, nix copy over HTTP PUT, and
+narcache's re-run),
 huge (narcache on the largest closure), copy (narcache-xz's cache copied to
 another directory by narcache copy and by nix copy; the cache is built
 untimed if narcache-xz does not run), or a run id:
@@ -217,7 +224,7 @@ function allRuns({ cores, root, files, cacheDir, many, huge }) {
         sampled: true,
         captureStdout: true,
         groups: ['s3'],
-        argv: [process.execPath, CLI, 'build', root, '--compression', c, '--jobs', String(cores), '--json'],
+        argv: [process.execPath, CLI, 'build', root, '-o', BUCKET_URL, '--compression', c, '--jobs', String(cores), '--json'],
       });
     }
     for (const jobs of cores === 2 ? [1] : [1, 2]) narcache(c, jobs, `narcache-${c}-jobs${jobs}`, ['determinism']);
@@ -281,6 +288,13 @@ function allRuns({ cores, root, files, cacheDir, many, huge }) {
     // Into a cache that holds every path already (made, untimed, by the same command).
     const id = 'narcache-many-rerun';
     add({ id, tool: 'narcache', compression: 'zstd', closure: 'many', jobs: cores, kind: 'cache', captureStdout: true, groups: ['many'], setup: build(id, 'zstd'), argv: build(id, 'zstd') });
+    // Into buckets of the local gateway: narcache, Nix's HTTP PUTs into a
+    // bucket anyone may write to, and narcache again once every path is there.
+    const s3 = { compression: 'zstd', closure: 'many', kind: 's3', groups: ['many', 's3'] };
+    const publish = [process.execPath, CLI, 'build', many.root, '-o', BUCKET_URL, '--compression', 'zstd', '--jobs', String(cores), '--json'];
+    add({ ...s3, id: 'narcache-many-s3', tool: 'narcache', bucket: 'many', jobs: cores, sampled: true, captureStdout: true, argv: publish });
+    add({ ...s3, id: 'nix-copy-many-http', tool: 'nix-copy', bucket: 'many-http', anyoneWrites: true, sampled: true, argv: ['nix', 'copy', '--to', `${BUCKET_HTTP}?compression=zstd`, many.root] });
+    add({ ...s3, id: 'narcache-many-s3-rerun', tool: 'narcache', bucket: 'many-rerun', jobs: cores, captureStdout: true, setup: publish, argv: publish });
   }
   if (huge) {
     const id = 'narcache-huge-zstd';
@@ -433,6 +447,17 @@ async function main() {
   if (!runs.length) throw new UsageError('--only/--skip leave no run');
   /** The closure a run works on: its number of paths and NAR bytes. */
   const closureOf = (r) => ({ many, huge })[r.closure] ?? { paths: closure.paths.length, narSize: closure.narSize };
+  // On ext4 without a journal (this machine's), a new file never gets the
+  // inode of one deleted in the last minutes: each creation walks past those,
+  // one lookup each, and a run started right after another's 50,000 files
+  // were removed took 2-3 times as long. An output of that many files is
+  // set aside instead, and removed with the rest at the end.
+  const setAside = path.join(cacheDir, 'set-aside');
+  const discard = async (r, dir) => {
+    if (closureOf(r).paths < SET_ASIDE_PATHS) return rmrf(dir);
+    await fsp.mkdir(setAside, { recursive: true });
+    await fsp.rename(dir, path.join(setAside, path.basename(dir)));
+  };
 
   log('preparing (untimed): path list, narinfo tails, NAR stream, warming the page cache …');
   t = performance.now();
@@ -459,7 +484,7 @@ async function main() {
   const pass = async (r, suffix) => {
     // The output's name wherever it stands (nix copy has it inside its cache URL).
     const moved = (a) => (suffix && r.output && a.includes(r.output) ? a.replace(r.output, r.output + suffix) : a);
-    if (r.setup) await runOk(r.setup[0], r.setup.slice(1).map(moved), { env });
+    if (r.setup) await runOk(r.setup[0], r.setup.slice(1).map(moved), { env: r.kind === 's3' ? gateway.env : env });
     await runOk('sync', []);
     const m = await measure(r.argv.map(moved), {
       env: r.kind === 's3' ? gateway.env : env,
@@ -469,14 +494,18 @@ async function main() {
       captureStdout: r.captureStdout,
       onHeartbeat: (s, busy) => log(`    … ${s.toFixed(0)} s` + (r.sampled ? `, ${busy.toFixed(2)} cores busy lately` : '')),
     });
-    if (suffix && r.output) await rmrf(moved(r.output));
+    if (suffix && r.output) await discard(r, moved(r.output));
     return m;
   };
   for (const [i, r] of runs.entries()) {
     if (r.kind === 's3') {
-      gateway ??= await startGateway({ memoryBytes: 2 * closure.narSize + 2 ** 29 });
-      await gateway.bucket(r.bucket);
-      r.argv.push('-o', gateway.url(r.bucket));
+      // Room for every bucket's NARs (RGW frees deleted data only later).
+      const memoryBytes = runs.filter((x) => x.kind === 's3').reduce((sum, x) => sum + 2 * closureOf(x).narSize, 2 ** 29);
+      gateway ??= await startGateway({ memoryBytes });
+      await gateway.bucket(r.bucket, { anyoneWrites: r.anyoneWrites });
+      const named = (a) => a.replace(BUCKET_URL, gateway.url(r.bucket)).replace(BUCKET_HTTP, `${gateway.endpoint}/${r.bucket}`);
+      if (r.setup) r.setup = r.setup.map(named);
+      r.argv = r.argv.map(named);
     }
     if (r.source && !fs.existsSync(r.source)) {
       log(`building ${path.relative(REPO, r.source)} to copy (untimed) …`);
@@ -518,11 +547,11 @@ async function main() {
       }
       if (r.kind === 's3') {
         const narinfos = (await gateway.keys(r.bucket)).filter((k) => k.endsWith('.narinfo')).length;
-        if (narinfos !== closure.paths.length) result.error = `${narinfos} narinfos for ${closure.paths.length} paths`;
+        if (narinfos !== closureOf(r).paths) result.error = `${narinfos} narinfos for ${closureOf(r).paths} paths`;
       }
       if (r.tool === 'narcache') result.summary = JSON.parse(m.stdout);
       // NAR files only: the bucket's narinfos and nix-cache-info are not counted.
-      if (r.kind === 's3') result.outputBytes = result.summary.fileBytes;
+      if (r.kind === 's3') result.outputBytes = result.summary?.fileBytes ?? null;
       if ((r.tool === 'narcache' && r.kind === 'cache') || r.id === 'nix-copy-none' || r.id === 'nix-copy-xz-parallel') {
         const text = await listing(r.output);
         await fsp.writeFile(path.join(logDir, `${r.id}.sha256`), text);
@@ -535,7 +564,7 @@ async function main() {
       if (r.tool === 'narcache') result.threads = m.threads;
     }
     // A failed run's output is kept for diagnosis, and a cache a later run copies until then.
-    if (r.output && !options.keep && !result.error && !runs.some((later) => later.source === r.output)) await rmrf(r.output);
+    if (r.output && !options.keep && !result.error && !runs.some((later) => later.source === r.output)) await discard(r, r.output);
     failed ||= !!result.error;
     results.push(result);
     log(
@@ -645,6 +674,8 @@ async function main() {
     target('many paths, none: narcache ÷ nix copy', 'narcache-many-none', 'nix-copy-many-none', 0.5),
     target(`${HUGE_OPEN_FILES} open files, ${options.hugePaths} paths: narcache ÷ narcache on ${options.manyPaths} paths (zstd)`, 'narcache-huge-zstd', 'narcache-many-zstd', 4.5),
     absolute('many paths: narcache re-run, everything present, wall s', 'narcache-many-rerun', (r) => r.wallSeconds, 2),
+    target('many paths into a bucket: narcache ÷ nix copy over HTTP', 'narcache-many-s3', 'nix-copy-many-http', 0.5),
+    absolute('many paths: narcache re-run into a bucket, everything present, requests', 'narcache-many-s3-rerun', (r) => r.summary.requests, 60),
     ...['narcache-many-zstd', 'narcache-many-none'].map((id) => absolute(`${id}: peak RSS MiB`, id, (r) => r.peakRssMiB, 200)),
     absolute('narcache-huge-zstd: peak RSS MiB', 'narcache-huge-zstd', (r) => r.peakRssMiB, 300),
     ...COMPRESSIONS.map((c) => {

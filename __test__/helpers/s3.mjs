@@ -118,14 +118,17 @@ rgw_frontends = beast endpoint=127.0.0.1:${rgwPort}
     url(bucketAndPrefix, params = '') {
       return `s3://${bucketAndPrefix}?endpoint=${this.host}&scheme=http${params ? `&${params}` : ''}`;
     },
-    /** Creates a bucket; with anonymousRead, anyone may GET its objects and list it (a 404 for a missing key, as Nix needs). */
-    async bucket(name, { anonymousRead = false } = {}) {
+    /**
+     * Creates a bucket; with anonymousRead, anyone may GET its objects and list it (a 404 for a
+     * missing key, as Nix needs); with anyoneWrites, also PUT them (how Nix publishes over HTTP).
+     */
+    async bucket(name, { anonymousRead = false, anyoneWrites = false } = {}) {
       await this.client.send(new CreateBucketCommand({ Bucket: name }));
-      if (!anonymousRead) return;
+      if (!anonymousRead && !anyoneWrites) return;
       const policy = {
         Version: '2012-10-17',
         Statement: [
-          { Effect: 'Allow', Principal: '*', Action: ['s3:GetObject'], Resource: [`arn:aws:s3:::${name}/*`] },
+          { Effect: 'Allow', Principal: '*', Action: ['s3:GetObject', ...(anyoneWrites ? ['s3:PutObject'] : [])], Resource: [`arn:aws:s3:::${name}/*`] },
           { Effect: 'Allow', Principal: '*', Action: ['s3:ListBucket'], Resource: [`arn:aws:s3:::${name}`] },
         ],
       };
