@@ -124,11 +124,12 @@ test.serial('a deleted narinfo is written again, identical; nothing else changes
 // nix copy trusts any narinfo it finds; narcache, writing a directory, checks at no cost
 // that one parses, is for its path and names a NAR file of its FileSize, and writes a
 // broken one anew.
-test('a re-run replaces broken entries: an empty narinfo, a missing NAR file, a short one, another path', async (t) => {
+test('a re-run replaces broken entries: an empty narinfo, a missing NAR file, a short one, another path, a link out of nar/', async (t) => {
   const dest = makeTempDir('narcache-incr-broken-');
   await cliBuild([fx.root], dest);
   // dup-a and dup-b have one NAR file between them: damage to it would break both.
-  const [empty, missing, short, other] = c1.filter((p) => p !== fx.root && !/-dup-/.test(p)).slice(0, 4);
+  const [empty, missing, short, other, linkedOut, linkedIn] = c1.filter((p) => p !== fx.root && !/-dup-/.test(p)).slice(0, 6);
+  t.truthy(linkedIn, 'six paths to damage');
   const narinfo = (p) => path.join(dest, `${hashPart(p)}.narinfo`);
   const narOf = async (p) => path.join(dest, narinfoFields(await fs.readFile(narinfo(p), 'utf8')).URL);
   const before = await readNarinfos(dest);
@@ -136,11 +137,20 @@ test('a re-run replaces broken entries: an empty narinfo, a missing NAR file, a 
   await fs.rm(await narOf(missing));
   await fs.truncate(await narOf(short), 1);
   await fs.copyFile(narinfo(fx.root), narinfo(other));
+  // A NAR file that is a link: to a copy outside nar/, it is not relied on; to one inside, it is.
+  const relink = async (p, copy) => {
+    const nar = await narOf(p);
+    await fs.rename(nar, copy);
+    await fs.symlink(copy, nar);
+  };
+  await relink(linkedOut, path.join(dest, 'outside'));
+  await relink(linkedIn, path.join(dest, 'nar', 'inside'));
 
   const again = await cliBuild([fx.root], dest);
-  t.is(again.summary.written, 4);
-  t.is(again.summary.replaced, 4);
-  t.is(again.summary.skipped, c1.length - 4);
+  t.is(again.summary.written, 5);
+  t.is(again.summary.replaced, 5);
+  t.is(again.summary.skipped, c1.length - 5);
+  t.true((await fs.lstat(await narOf(linkedIn))).isSymbolicLink(), 'the link inside nar/ was kept');
   t.deepEqual(await readNarinfos(dest), before, 'every narinfo as it was first written');
   const text = await runCli(['build', fx.root, '-o', dest]);
   t.regex(text.stderr, /^narcache: 0 paths written, \d+ already present, into /m);

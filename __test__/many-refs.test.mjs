@@ -21,6 +21,9 @@ test('a narinfo of more than 1 MiB is written, verified, signed, and substituted
   t.is(built.code, 0, built.stderr);
   const { size } = await fsp.stat(path.join(cache, `${hashPart(root)}.narinfo`));
   t.true(size > 1 << 20, `the narinfo has ${size} bytes`);
+  const again = await runCli(['build', root, '-o', cache, '--json']);
+  t.is(again.code, 0, again.stderr);
+  t.like(JSON.parse(again.stdout), { written: 0, replaced: 0, skipped: 5001 });
 
   const verified = await runCli(['verify', cache, '--json']);
   t.is(verified.code, 0, verified.stdout);

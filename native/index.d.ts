@@ -174,12 +174,24 @@ export declare function packStream(source: string, chunkSize: number, onChunk: (
 export declare function publishFiles(files: Array<NewFile>, alsoSync: Array<string>, mode: number | undefined | null, overwrite: boolean): Promise<void>
 
 /**
+ * Reads each regular file at `paths` of at most `maxBytes`, in one call
+ * (a cache's narinfos, tens of thousands on a re-run).
+ */
+export declare function readSmallFiles(paths: Array<string>, maxBytes: number): Promise<SmallFileRead[]>
+
+/**
  * The closure of `roots` (full store paths) as Nix's SQLite database `db`
  * (a `db.sqlite`) records it, read strictly read-only: no lock, nothing
  * created or written beside the database, rows still in its WAL included.
  * Resolves sorted by path.
  */
 export declare function readStoreDb(db: string, roots: Array<string>): Promise<StoreDbPath[]>
+
+/**
+ * The size of each regular file at `paths`, a symbolic link not followed;
+ * null for anything else, or what cannot be looked at.
+ */
+export declare function regularFileSizes(paths: Array<string>): Promise<Array<number | null>>
 
 export interface ScannedPath {
   /** Base name of the store path (`<hash>-<name>`). */
@@ -203,6 +215,16 @@ export interface ScannedPath {
  * pass. Resolves sorted by name.
  */
 export declare function scanStore(storeRoot: string, roots: Array<string>, threads?: number | undefined | null): Promise<ScannedPath[]>
+
+export interface SmallFileRead {
+  /** The file's text (invalid UTF-8 replaced, as Node's decoder does), if it was read. */
+  text?: string
+  /** Its size, if it was larger than `maxBytes` and left unread. */
+  tooLarge?: number
+  missing: boolean
+  /** Why it could not be read: not a regular file, or a failure. */
+  error?: string
+}
 
 export interface StoreDbPath {
   path: string

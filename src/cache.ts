@@ -13,7 +13,7 @@ import type { S3Location } from './publish/s3-location';
 export const MAX_NARINFO_BYTES = 64 << 20;
 // Narinfos larger than this are read one at a time, so that reading many
 // at once stays within a few tens of MiB.
-const LARGE_NARINFO_BYTES = 1 << 20;
+export const LARGE_NARINFO_BYTES = 1 << 20;
 const oneLargeAtATime = limiter(1);
 
 /**

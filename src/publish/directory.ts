@@ -1,12 +1,12 @@
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { parseNarinfoFile, readNarinfoText, type NarFile } from '../cache';
+import { LARGE_NARINFO_BYTES, parseNarinfoFile, readNarinfoText, type NarFile } from '../cache';
 import { lockCacheDirectory } from '../cache-lock';
 import { NarcacheError, systemReason } from '../errors';
 import { limiter } from '../limit';
 import { refuseInsideStore } from '../store-path';
-import { publishFiles, verifyNar, type PackResult } from '../native';
+import { publishFiles, readSmallFiles, regularFileSizes, verifyNar, type PackResult } from '../native';
 import { narUrl, type Narinfo } from '../narinfo';
 import { makeDurable, packFile, type PackPathOptions } from '../pack';
 import {
@@ -21,6 +21,8 @@ import {
 
 // Narinfos read at once to tell whether they can be relied on: each holds a descriptor for a moment.
 const LOOKUPS_AT_ONCE = 32;
+// Narinfos read, and NAR files looked at, per call into the Rust core.
+const STATES_PER_CALL = 2000;
 // What a NAR file is read in, at most, when it is copied.
 const READ_CHUNK = 1 << 20;
 
@@ -109,22 +111,42 @@ export class DirectoryDestination implements Destination {
    * One listing of the directory tells which narinfos are there; one
    * counts as present only if it parses, is for its store path and names a
    * NAR file inside `nar/` of its FileSize, and a broken entry is then
-   * written anew rather than kept.
+   * written anew rather than kept. The Rust core reads the narinfos, and
+   * looks at their NAR files, a batch of them per call.
    */
   async narinfoStates(paths: { hashPart: string; storePath: string }[]): Promise<Map<string, NarinfoState>> {
     const names = new Set(await fs.readdir(this.location).catch(writeError));
+    const there = paths.filter(({ hashPart }) => names.has(`${hashPart}.narinfo`));
     const states = new Map<string, NarinfoState>();
     const lookup = limiter(LOOKUPS_AT_ONCE);
-    await Promise.all(
-      paths
-        .filter(({ hashPart }) => names.has(`${hashPart}.narinfo`))
-        .map(({ hashPart, storePath }) =>
-          lookup(async () => {
-            const state = await this.narinfoState(hashPart, storePath);
-            if (state !== 'missing') states.set(storePath, state);
-          }),
-        ),
-    );
+    const slow: Promise<void>[] = [];
+    // Those the batch cannot decide (a large narinfo, a NAR elsewhere than right in nar/) go one by one.
+    const oneByOne = (storePath: string, state: () => Promise<NarinfoState>) =>
+      slow.push(lookup(async () => void states.set(storePath, await state())));
+    for (let start = 0; start < there.length; start += STATES_PER_CALL) {
+      const batch = there.slice(start, start + STATES_PER_CALL);
+      const read = await readSmallFiles(batch.map(({ hashPart }) => this.narinfoPath(hashPart)), LARGE_NARINFO_BYTES);
+      const parsed: { storePath: string; n: Narinfo; url: string }[] = [];
+      batch.forEach(({ hashPart, storePath }, i) => {
+        const { text, tooLarge, missing } = read[i];
+        if (missing) return;
+        const n = text == null ? undefined : parsedOrUndefined(text, `${hashPart}.narinfo`);
+        const url = n && narUrl(n.url);
+        if (tooLarge != null) oneByOne(storePath, () => this.narinfoState(hashPart, storePath));
+        else if (!n || n.storePath !== storePath || typeof url !== 'string') states.set(storePath, 'broken');
+        else parsed.push({ storePath, n, url });
+      });
+      const sizes = await regularFileSizes(parsed.map(({ url }) => path.join(this.location, url)));
+      parsed.forEach(({ storePath, n, url }, i) => {
+        // A NAR file right in nar/ is what every cache holds, a regular file there is
+        // decided by its size; any other is checked as verify checks it.
+        const size = sizes[i];
+        if (url.split('/').length === 2 && size !== null) states.set(storePath, size === n.fileSize ? 'present' : 'broken');
+        else oneByOne(storePath, () => this.narState(n, url));
+      });
+    }
+    await Promise.all(slow);
+    for (const [storePath, state] of states) if (state === 'missing') states.delete(storePath);
     return states;
   }
 
@@ -137,12 +159,10 @@ export class DirectoryDestination implements Destination {
     }
     const url = narUrl(n.url);
     if (n.storePath !== storePath || typeof url !== 'string') return 'broken';
-    // A NAR file right in nar/ is what every cache holds: one lstat tells it is a regular
-    // file, not a link that may lead anywhere. Any other is checked as verify checks it.
-    if (url.split('/').length === 2) {
-      const stat = await fs.lstat(path.join(this.location, url)).catch(() => undefined);
-      if (stat?.isFile()) return stat.size === n.fileSize ? 'present' : 'broken';
-    }
+    return this.narState(n, url);
+  }
+
+  private async narState(n: Narinfo, url: string): Promise<NarinfoState> {
     const file = await this.narFile(url);
     return 'problem' in file || file.size !== n.fileSize ? 'broken' : 'present';
   }
@@ -282,6 +302,14 @@ export async function writeFilesAtomic(files: FileText[], options: WriteFileOpti
 /** A name beside `target` to write it under until it is complete. */
 export function temporaryName(target: string): string {
   return path.join(path.dirname(target), `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`);
+}
+
+function parsedOrUndefined(text: string, file: string): Narinfo | undefined {
+  try {
+    return parseNarinfoFile(text, file);
+  } catch {
+    return undefined;
+  }
 }
 
 /** A failed file system call as one line: the path and the system's reason. */

@@ -5,6 +5,7 @@
 pub mod compress;
 pub mod digest;
 pub mod durable;
+pub mod files;
 pub mod nar;
 pub mod nix32;
 pub mod pack;

@@ -15,6 +15,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use napi::bindgen_prelude::{Buffer, Object, ToNapiValue};
 use napi::{Env, Error, Result};
 use napi_derive::napi;
+use narcache_core::files::SmallFile;
 use narcache_core::nar::NarIndex;
 use narcache_core::{
     nix32, Compression, CompressionError, NarCompression, NarIdentity, PackOptions as CoreOptions,
@@ -123,6 +124,59 @@ pub fn pack<'env>(
 pub fn sync_files(env: &Env, paths: Vec<String>) -> Result<Object<'_>> {
     on_worker(env, "sync", move || {
         narcache_core::sync_files(&paths).map_err(reason)
+    })
+}
+
+#[napi(object)]
+pub struct SmallFileRead {
+    /// The file's text (invalid UTF-8 replaced, as Node's decoder does), if it was read.
+    pub text: Option<String>,
+    /// Its size, if it was larger than `maxBytes` and left unread.
+    pub too_large: Option<i64>,
+    pub missing: bool,
+    /// Why it could not be read: not a regular file, or a failure.
+    pub error: Option<String>,
+}
+
+/// Reads each regular file at `paths` of at most `maxBytes`, in one call
+/// (a cache's narinfos, tens of thousands on a re-run).
+#[napi(ts_return_type = "Promise<SmallFileRead[]>")]
+pub fn read_small_files(env: &Env, paths: Vec<String>, max_bytes: i64) -> Result<Object<'_>> {
+    let max_bytes = size_limit(Some(max_bytes))?;
+    on_worker(env, "read", move || {
+        let read = narcache_core::files::read_small_files(&paths, max_bytes);
+        Ok(read
+            .into_iter()
+            .map(|file| {
+                let mut out = SmallFileRead {
+                    text: None,
+                    too_large: None,
+                    missing: false,
+                    error: None,
+                };
+                match file {
+                    SmallFile::Read(bytes) => {
+                        out.text = Some(String::from_utf8_lossy(&bytes).into_owned())
+                    }
+                    SmallFile::TooLarge(size) => out.too_large = Some(size as i64),
+                    SmallFile::Missing => out.missing = true,
+                    SmallFile::Unreadable(e) => out.error = Some(e.to_string()),
+                }
+                out
+            })
+            .collect::<Vec<_>>())
+    })
+}
+
+/// The size of each regular file at `paths`, a symbolic link not followed;
+/// null for anything else, or what cannot be looked at.
+#[napi(ts_return_type = "Promise<Array<number | null>>")]
+pub fn regular_file_sizes(env: &Env, paths: Vec<String>) -> Result<Object<'_>> {
+    on_worker(env, "stat", move || {
+        Ok(narcache_core::files::regular_file_sizes(&paths)
+            .into_iter()
+            .map(|size| size.map(|s| s as i64))
+            .collect::<Vec<_>>())
     })
 }
 
