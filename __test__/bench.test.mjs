@@ -22,6 +22,7 @@ test('npm run bench:quick runs every comparison; narcache is deterministic', asy
     'limit-zstd', 'narcache-zstd', 'narcache-zstd-listing', 'narcache-zstd-one-stream', 'narcache-zstd-s3', 'mkbinarycache-zstd', 'nix-copy-zstd',
     'limit-xz', 'narcache-xz', 'nix-copy-xz-parallel', 'nix-copy-xz',
     'narcache-many-none', 'nix-copy-many-none', 'narcache-many-zstd', 'nix-copy-many-zstd', 'narcache-many-rerun',
+    'narcache-many-prune', 'narcache-many-s3', 'nix-copy-many-http', 'narcache-many-s3-rerun',
   ]) {
     t.true(byId.has(id), `run ${id}`);
     t.is(byId.get(id)?.error, undefined, `run ${id} failed`);
@@ -43,6 +44,15 @@ test('npm run bench:quick runs every comparison; narcache is deterministic', asy
     t.true(ours.paths > results.closure.paths, 'more paths than the big-path closure');
   }
   t.like(byId.get('narcache-many-rerun').summary, { written: 0, skipped: byId.get('narcache-many-zstd').paths });
+  const paths = byId.get('narcache-many-zstd').paths;
+  const pruned = byId.get('narcache-many-prune').summary;
+  t.like(pruned, { narinfos: paths, removedNarinfos: paths - pruned.kept });
+  t.true(pruned.kept > 0 && pruned.kept < paths, `kept ${pruned.kept} of ${paths}`);
+  // Into a bucket: every path written, then found present by listings, not one request per path.
+  t.like(byId.get('narcache-many-s3').summary, { written: paths });
+  const again = byId.get('narcache-many-s3-rerun').summary;
+  t.like(again, { written: 0, skipped: paths });
+  t.true(again.requests <= 3 + Math.ceil((paths + 1) / 1000), `${again.requests} requests`);
   const listing = byId.get('narcache-zstd-listing');
   t.is(listing.passes.length, 2, 'narcache-zstd-listing alternates with narcache-zstd');
   t.is(listing.summary.listings, results.closure.paths, 'a listing per path');

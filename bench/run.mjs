@@ -74,7 +74,8 @@ zstd with --write-nar-listing), many (the many-paths closure: narcache and
 nix copy, none and zstd, and narcache's re-run with every path present; then
 zstd into buckets of the local gateway: narcache, nix copy over HTTP PUT, and
 narcache's re-run),
-huge (narcache on the largest closure), copy (narcache-xz's cache copied to
+prune (narcache prune of the many-paths cache to the closure of one path
+in the middle, also in many), huge (narcache on the largest closure), copy (narcache-xz's cache copied to
 another directory by narcache copy and by nix copy; the cache is built
 untimed if narcache-xz does not run), or a run id:
 `;
@@ -288,6 +289,19 @@ function allRuns({ cores, root, files, cacheDir, many, huge }) {
     // Into a cache that holds every path already (made, untimed, by the same command).
     const id = 'narcache-many-rerun';
     add({ id, tool: 'narcache', compression: 'zstd', closure: 'many', jobs: cores, kind: 'cache', captureStdout: true, groups: ['many'], setup: build(id, 'zstd'), argv: build(id, 'zstd') });
+    // A cache of the whole closure pruned to the closure of one path halfway through.
+    add({
+      id: 'narcache-many-prune',
+      tool: 'narcache',
+      compression: 'zstd',
+      closure: 'many',
+      kind: 'prune',
+      captureStdout: true,
+      groups: ['many', 'prune'],
+      output: path.join(cacheDir, 'narcache-many-prune'),
+      setup: build('narcache-many-prune', 'zstd'),
+      argv: [process.execPath, CLI, 'prune', path.join(cacheDir, 'narcache-many-prune'), '--keep', many.middle, '--grace', '0', '--json'],
+    });
     // Into buckets of the local gateway: narcache, Nix's HTTP PUTs into a
     // bucket anyone may write to, and narcache again once every path is there.
     const s3 = { compression: 'zstd', closure: 'many', kind: 's3', groups: ['many', 's3'] };
@@ -387,7 +401,7 @@ function log(line = '') {
 async function main() {
   const options = parseOptions();
   if (options.help) {
-    log(HELP + allRuns({ cores: 2, root: '', files: {}, cacheDir: '', many: { root: '' }, huge: { root: '' } }).map((r) => r.id).join(', '));
+    log(HELP + allRuns({ cores: 2, root: '', files: {}, cacheDir: '', many: { root: '', middle: '' }, huge: { root: '' } }).map((r) => r.id).join(', '));
     return 0;
   }
   if (!fs.existsSync(CLI)) throw new UsageError(`${path.relative(REPO, CLI)} is missing: run npm run build first`);
@@ -428,7 +442,7 @@ async function main() {
     narinfoTails: path.join(cacheDir, 'narinfo-tails'),
   };
   // The synthetic closures are written only if a run selected needs them.
-  const stub = { root: '' };
+  const stub = { root: '', middle: '' };
   const selected = select(
     allRuns({ cores, root: closure.root, files, cacheDir, many: options.manyPaths ? stub : undefined, huge: options.hugePaths ? stub : undefined }),
     options,
