@@ -87,14 +87,16 @@ export declare function nix32Decode(text: string): Buffer
 export declare function nix32Encode(bytes: Buffer): string
 
 /**
- * Serialises the store path at `source` as a NAR, compresses it and writes
- * it to `<dest>/nar/<filehash>.nar.<ext>` (under a temporary name until it
- * is complete; durable only after `syncFiles`). Resolves to the hashes and
- * sizes a narinfo needs.
+ * Serialises the store path of each source as a NAR, compresses it and
+ * writes it to `<dest>/nar/<filehash>.nar.<ext>` (under a temporary name
+ * until it is complete; durable only after `syncFiles`), one after another
+ * on one thread. Resolves to the hashes and sizes their narinfos need, or
+ * rejects at the first that fails (those before it stay written). Small
+ * paths go many to a call: a call and its result cost more than packing one.
  * With `cancel`, a later `cancel.cancel()` abandons the work: the Promise
- * rejects and no file is left behind.
+ * rejects and no file of the path being packed is left behind.
  */
-export declare function pack(source: string, dest: string, options?: PackOptions | undefined | null, cancel?: CancelToken | undefined | null): Promise<PackResult>
+export declare function pack(sources: Array<PackSource>, dest: string, cancel?: CancelToken | undefined | null): Promise<PackResult[]>
 
 export interface PackedStream {
   packed: PackResult
@@ -151,6 +153,12 @@ export interface PackResult {
    * (`lib/debug/.build-id/<2 hex>/<38 hex>.debug`), if asked for.
    */
   debugInfo?: Array<string>
+}
+
+export interface PackSource {
+  /** The store path's files. */
+  path: string
+  options?: PackOptions
 }
 
 /**

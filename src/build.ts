@@ -2,7 +2,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Closure, PathInfo } from './closure';
 import { InterruptedError, NarcacheError } from './errors';
-import { CancelToken, compressionChunkSize, packProgress } from './native';
+import { CancelToken, compressionChunkSize, packProgress, type PackResult } from './native';
 import { runWithBudget, threadsForPath } from './schedule';
 import { formatNarinfo, narinfoFor } from './narinfo';
 import type { Compression } from './pack';
@@ -100,6 +100,35 @@ const PROGRESS_INTERVAL_MS = 200;
  */
 const SMALL_NAR = 1 << 20;
 const SLOTS_PER_THREAD = 2;
+// Consecutive small paths go this many to a call into the Rust core, or fewer NAR bytes
+// than SMALL_NAR, where the destination packs many at once (writeNars).
+const GROUP_PATHS = 32;
+
+/**
+ * The paths to pack, in order, in groups: each path of SMALL_NAR or more
+ * alone; those below it, with `grouping`, in runs of consecutive ones.
+ */
+function groupsOf(todo: PathInfo[], grouping: boolean): PathInfo[][] {
+  const groups: PathInfo[][] = [];
+  let group: PathInfo[] = [];
+  let bytes = 0;
+  for (const info of todo) {
+    const small = grouping && info.narSize < SMALL_NAR;
+    if (group.length && (!small || group.length === GROUP_PATHS || bytes + info.narSize > SMALL_NAR)) {
+      groups.push(group);
+      group = [];
+      bytes = 0;
+    }
+    if (!small) {
+      groups.push([info]);
+      continue;
+    }
+    group.push(info);
+    bytes += info.narSize;
+  }
+  if (group.length) groups.push(group);
+  return groups;
+}
 
 /** Builds (or completes) a flat-file binary cache of the closure of `paths`. */
 export async function buildCache(options: BuildOptions): Promise<BuildSummary> {
@@ -187,33 +216,43 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   const chunk = compressionChunkSize(compression);
   // NAR bytes of the paths not yet packed, those being packed included.
   let unpacked = progress.narBytesTotal;
-  // Counted in halves of a thread: a small path takes one, so two run per thread (see SMALL_NAR).
-  const slotsOf = (info: PathInfo) =>
-    info.narSize < SMALL_NAR ? 1 : SLOTS_PER_THREAD * threadsForPath(info.narSize, unpacked, jobs, chunk);
-  const packOne = async (info: PathInfo, slots: number) => {
+  // Counted in halves of a thread: a group of small paths takes one, so two run per thread (see SMALL_NAR).
+  const slotsOf = (group: PathInfo[]) =>
+    group[0].narSize < SMALL_NAR ? 1 : SLOTS_PER_THREAD * threadsForPath(group[0].narSize, unpacked, jobs, chunk);
+  const toPack = (info: PathInfo, threads: number) => ({
+    source: path.join(storeRoot, path.posix.relative(closure.storeDir, info.path)),
+    options: {
+      compression,
+      level: options.level,
+      threads,
+      expected: { narHash: info.narHash, narSize: info.narSize },
+      cancel,
+      listing: options.writeNarListing,
+      debugInfo: options.indexDebugInfo,
+    },
+  });
+  const narWritten = (info: PathInfo, file: PackResult) => {
+    fileBytes += file.fileSize;
+    if (file.listing) listings++;
+    debugInfo += file.debugInfo?.length ?? 0;
+    const companions = [
+      ...(file.listing ? [{ name: listingName(hashPart(info.path)), data: file.listing }] : []),
+      ...(file.debugInfo ?? []).map((member) => debugInfoLink(member, file.url)),
+    ];
+    const text = formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? []));
+    order.add(info.path, { info, text, fileSize: file.fileSize, companions });
+  };
+  const packGroup = async (group: PathInfo[], slots: number) => {
     const threads = Math.max(1, Math.floor(slots / SLOTS_PER_THREAD));
     try {
-      const source = path.join(storeRoot, path.posix.relative(closure.storeDir, info.path));
-      const file = await dest.writeNar(source, {
-        compression,
-        level: options.level,
-        threads,
-        expected: { narHash: info.narHash, narSize: info.narSize },
-        cancel,
-        listing: options.writeNarListing,
-        debugInfo: options.indexDebugInfo,
-      });
-      fileBytes += file.fileSize;
-      if (file.listing) listings++;
-      debugInfo += file.debugInfo?.length ?? 0;
-      const companions = [
-        ...(file.listing ? [{ name: listingName(hashPart(info.path)), data: file.listing }] : []),
-        ...(file.debugInfo ?? []).map((member) => debugInfoLink(member, file.url)),
-      ];
-      const text = formatNarinfo(signNarinfo(narinfoFor(info, file), options.signKeys ?? []));
-      order.add(info.path, { info, text, fileSize: file.fileSize, companions });
-      // Not awaited: the path's threads go back to the budget while its
-      // narinfo waits for those of its references. A failed batch ends
+      const sources = group.map((info) => toPack(info, threads));
+      const files =
+        dest.writeNars && group.length > 1
+          ? await dest.writeNars(sources)
+          : [await dest.writeNar(sources[0].source, sources[0].options)];
+      group.forEach((info, i) => narWritten(info, files[i]));
+      // Not awaited: the group's threads go back to the budget while its
+      // narinfos wait for those of their references. A failed batch ends
       // publishing (and, through `stopped`, packing).
       publishing = publishing.then(publishReady);
       publishing.catch((e: unknown) => {
@@ -222,12 +261,12 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
     } catch (e) {
       failure ??= e;
     } finally {
-      unpacked -= info.narSize;
+      for (const info of group) unpacked -= info.narSize;
     }
   };
   const timer = options.onProgress ? setInterval(() => report(), PROGRESS_INTERVAL_MS) : undefined;
   try {
-    await runWithBudget(todo, jobs * SLOTS_PER_THREAD, slotsOf, packOne, stopped);
+    await runWithBudget(groupsOf(todo, dest.writeNars !== undefined), jobs * SLOTS_PER_THREAD, slotsOf, packGroup, stopped);
     await publishing;
     if (!stopped() && progress.pathsDone) await dest.flush();
   } finally {

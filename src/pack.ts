@@ -31,7 +31,7 @@ export interface PackPathOptions {
 export async function packPath(source: string, dest: string, options: PackPathOptions = {}): Promise<PackResult> {
   await refuseInsideStore(dest, [DEFAULT_STORE_DIR]);
   await fs.mkdir(path.join(dest, 'nar'), { recursive: true });
-  const packed = await packFile(source, dest, options);
+  const [packed] = await packFiles([{ source, options }], dest);
   await makeDurable([path.join(dest, packed.url)]);
   return packed;
 }
@@ -47,11 +47,14 @@ export function makeDurable(paths: string[]): Promise<void> {
 }
 
 /**
- * packPath without the directory's creation and without making the file
- * durable, for a writer that syncs many files at once (makeDurable).
+ * packPath of each path, one after another in one call into the Rust core,
+ * without the directory's creation and without making the files durable,
+ * for a writer that syncs many files at once (makeDurable). Rejects at the
+ * first that fails; the first path's `cancel` cancels them all.
  */
-export function packFile(source: string, dest: string, options: PackPathOptions = {}): Promise<PackResult> {
-  return pack(source, dest, nativeOptions(options), options.cancel);
+export function packFiles(paths: { source: string; options: PackPathOptions }[], dest: string): Promise<PackResult[]> {
+  const sources = paths.map(({ source, options }) => ({ path: source, options: nativeOptions(options) }));
+  return pack(sources, dest, paths[0]?.options.cancel);
 }
 
 /**

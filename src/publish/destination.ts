@@ -33,6 +33,13 @@ export interface Destination {
    */
   writeNar(source: string, options: PackPathOptions): Promise<PackResult>;
   /**
+   * writeNar of several small paths, one after another, as one unit of
+   * work; rejects at the first that fails. Only a destination that packs
+   * them in one call into the Rust core (a directory) has it: for small
+   * paths, a call costs more than packing one.
+   */
+  writeNars?(paths: { source: string; options: PackPathOptions }[]): Promise<PackResult[]>;
+  /**
    * Publishes narinfos, each atomically (readers see all of it or nothing),
    * none before the narinfos of its references that come earlier in the
    * list, and none before its own bytes, its companions and every NAR file

@@ -8,7 +8,7 @@ import { limiter } from '../limit';
 import { refuseInsideStore } from '../store-path';
 import { publishFiles, readSmallFiles, regularFileSizes, verifyNar, type PackResult } from '../native';
 import { narUrl, type Narinfo } from '../narinfo';
-import { makeDurable, packFile, type PackPathOptions } from '../pack';
+import { makeDurable, packFiles, type PackPathOptions } from '../pack';
 import {
   cacheInfoText,
   checkCacheInfo,
@@ -223,8 +223,13 @@ export class DirectoryDestination implements Destination {
    * is complete; it is made durable with the next narinfos, not on its own.
    */
   async writeNar(source: string, options: PackPathOptions): Promise<PackResult> {
-    const packed = await packFile(source, this.location, options);
-    this.unsynced.push(path.join(this.location, packed.url));
+    const [packed] = await this.writeNars([{ source, options }]);
+    return packed;
+  }
+
+  async writeNars(paths: { source: string; options: PackPathOptions }[]): Promise<PackResult[]> {
+    const packed = await packFiles(paths, this.location);
+    this.unsynced.push(...packed.map((p) => path.join(this.location, p.url)));
     return packed;
   }
 

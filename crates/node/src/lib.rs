@@ -94,27 +94,40 @@ pub struct PackProgress {
     pub file_bytes: i64,
 }
 
-/// Serialises the store path at `source` as a NAR, compresses it and writes
-/// it to `<dest>/nar/<filehash>.nar.<ext>` (under a temporary name until it
-/// is complete; durable only after `syncFiles`). Resolves to the hashes and
-/// sizes a narinfo needs.
+#[napi(object)]
+pub struct PackSource {
+    /// The store path's files.
+    pub path: String,
+    pub options: Option<PackOptions>,
+}
+
+/// Serialises the store path of each source as a NAR, compresses it and
+/// writes it to `<dest>/nar/<filehash>.nar.<ext>` (under a temporary name
+/// until it is complete; durable only after `syncFiles`), one after another
+/// on one thread. Resolves to the hashes and sizes their narinfos need, or
+/// rejects at the first that fails (those before it stay written). Small
+/// paths go many to a call: a call and its result cost more than packing one.
 /// With `cancel`, a later `cancel.cancel()` abandons the work: the Promise
-/// rejects and no file is left behind.
-#[napi(ts_return_type = "Promise<PackResult>")]
+/// rejects and no file of the path being packed is left behind.
+#[napi(ts_return_type = "Promise<PackResult[]>")]
 pub fn pack<'env>(
     env: &'env Env,
-    source: String,
+    sources: Vec<PackSource>,
     dest: String,
-    options: Option<PackOptions>,
     cancel: Option<&CancelToken>,
 ) -> Result<Object<'env>> {
     let cancel = cancel.map(|c| c.flag.clone());
     on_worker(env, "pack", move || {
-        let options = core_options(options, cancel)?;
         let nar_dir = PathBuf::from(dest).join("nar");
-        let packed =
-            narcache_core::pack(&PathBuf::from(source), &nar_dir, &options).map_err(reason)?;
-        Ok(pack_result(packed, options.compression))
+        sources
+            .into_iter()
+            .map(|source| {
+                let options = core_options(source.options, cancel.clone())?;
+                let packed = narcache_core::pack(&PathBuf::from(source.path), &nar_dir, &options)
+                    .map_err(reason)?;
+                Ok(pack_result(packed, options.compression))
+            })
+            .collect::<Result<Vec<_>>>()
     })
 }
 
