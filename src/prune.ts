@@ -1,5 +1,6 @@
 import * as fs from 'node:fs/promises';
 import type { Cache, CacheFile } from './cache';
+import type { Narinfo } from './narinfo';
 import { forEachDebugInfoLink } from './debug-info';
 import { fileError, NarcacheError } from './errors';
 import { listingName } from './listing';
@@ -89,6 +90,8 @@ interface Entry {
 }
 
 const READ_CONCURRENCY = 32;
+// Narinfos read and parsed together where the cache reads many at once.
+const NARINFOS_AT_ONCE = 2000;
 const DEFAULT_GRACE_SECONDS = 3600;
 const PROGRESS_INTERVAL_MS = 200;
 
@@ -266,9 +269,8 @@ async function readStdin(): Promise<string> {
 /** Reads the narinfos `files` into `entries`, by hash part; one that cannot be read is an entry without a store path. */
 async function readEntries(cache: Cache, files: string[], entries: Map<string, Entry>, onRead = () => {}): Promise<Entry[]> {
   const read: Entry[] = [];
-  await runWithBudget(files, READ_CONCURRENCY, () => 1, async (file) => {
+  const add = (file: string, n: Narinfo | undefined) => {
     const stem = file.slice(0, -'.narinfo'.length);
-    const n = await cache.readNarinfo(file).catch(() => undefined);
     const entry: Entry = n
       ? {
           file,
@@ -281,7 +283,18 @@ async function readEntries(cache: Cache, files: string[], entries: Map<string, E
     entries.set(stem, entry);
     read.push(entry);
     onRead();
-  }, () => false);
+  };
+  const { readNarinfos } = cache;
+  if (!readNarinfos) {
+    await runWithBudget(files, READ_CONCURRENCY, () => 1, async (file) => add(file, await cache.readNarinfo(file).catch(() => undefined)), () => false);
+    return read;
+  }
+  // A slice at a time: only its parsed narinfos are held at once.
+  for (let start = 0; start < files.length; start += NARINFOS_AT_ONCE) {
+    const slice = files.slice(start, start + NARINFOS_AT_ONCE);
+    const narinfos = await readNarinfos.call(cache, slice);
+    slice.forEach((file, i) => add(file, narinfos[i] instanceof Error ? undefined : (narinfos[i] as Narinfo)));
+  }
   return read;
 }
 

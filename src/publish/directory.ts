@@ -22,7 +22,7 @@ import {
 // Narinfos read at once to tell whether they can be relied on: each holds a descriptor for a moment.
 const LOOKUPS_AT_ONCE = 32;
 // Narinfos read, and NAR files looked at, per call into the Rust core.
-const STATES_PER_CALL = 2000;
+const READS_PER_CALL = 2000;
 // What a NAR file is read in, at most, when it is copied.
 const READ_CHUNK = 1 << 20;
 
@@ -120,20 +120,16 @@ export class DirectoryDestination implements Destination {
     const states = new Map<string, NarinfoState>();
     const lookup = limiter(LOOKUPS_AT_ONCE);
     const slow: Promise<void>[] = [];
-    // Those the batch cannot decide (a large narinfo, a NAR elsewhere than right in nar/) go one by one.
-    const oneByOne = (storePath: string, state: () => Promise<NarinfoState>) =>
-      slow.push(lookup(async () => void states.set(storePath, await state())));
-    for (let start = 0; start < there.length; start += STATES_PER_CALL) {
-      const batch = there.slice(start, start + STATES_PER_CALL);
-      const read = await readSmallFiles(batch.map(({ hashPart }) => this.narinfoPath(hashPart)), LARGE_NARINFO_BYTES);
+    for (let start = 0; start < there.length; start += READS_PER_CALL) {
+      const batch = there.slice(start, start + READS_PER_CALL);
+      const narinfos = await this.readNarinfos(batch.map(({ hashPart }) => `${hashPart}.narinfo`));
       const parsed: { storePath: string; n: Narinfo; url: string }[] = [];
-      batch.forEach(({ hashPart, storePath }, i) => {
-        const { text, tooLarge, missing } = read[i];
-        if (missing) return;
-        const n = text == null ? undefined : parsedOrUndefined(text, `${hashPart}.narinfo`);
-        const url = n && narUrl(n.url);
-        if (tooLarge != null) oneByOne(storePath, () => this.narinfoState(hashPart, storePath));
-        else if (!n || n.storePath !== storePath || typeof url !== 'string') states.set(storePath, 'broken');
+      batch.forEach(({ storePath }, i) => {
+        const n = narinfos[i];
+        // Gone since the listing: as if it had never been there.
+        if (n instanceof Error && (n as NodeJS.ErrnoException).code === 'ENOENT') return;
+        const url = n instanceof Error ? undefined : narUrl(n.url);
+        if (n instanceof Error || n.storePath !== storePath || typeof url !== 'string') states.set(storePath, 'broken');
         else parsed.push({ storePath, n, url });
       });
       const sizes = await regularFileSizes(parsed.map(({ url }) => path.join(this.location, url)));
@@ -142,24 +138,32 @@ export class DirectoryDestination implements Destination {
         // decided by its size; any other is checked as verify checks it.
         const size = sizes[i];
         if (url.split('/').length === 2 && size !== null) states.set(storePath, size === n.fileSize ? 'present' : 'broken');
-        else oneByOne(storePath, () => this.narState(n, url));
+        else slow.push(lookup(async () => void states.set(storePath, await this.narState(n, url))));
       });
     }
     await Promise.all(slow);
-    for (const [storePath, state] of states) if (state === 'missing') states.delete(storePath);
     return states;
   }
 
-  private async narinfoState(hashPart: string, storePath: string): Promise<NarinfoState> {
-    let n: Narinfo;
-    try {
-      n = await this.readNarinfo(`${hashPart}.narinfo`);
-    } catch (e) {
-      return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'broken';
+  /**
+   * readNarinfo of each file, a batch of them per call into the Rust core
+   * (one over 1 MiB on its own): a Narinfo, or the error readNarinfo would
+   * have thrown (with code ENOENT if the file is missing).
+   */
+  async readNarinfos(files: string[]): Promise<(Narinfo | Error)[]> {
+    const narinfos: (Narinfo | Error)[] = [];
+    for (let start = 0; start < files.length; start += READS_PER_CALL) {
+      const batch = files.slice(start, start + READS_PER_CALL);
+      const read = await readSmallFiles(batch.map((file) => path.join(this.location, file)), LARGE_NARINFO_BYTES);
+      for (const [i, file] of batch.entries()) {
+        const { text, tooLarge, missing, error } = read[i];
+        if (tooLarge != null) narinfos.push(await this.readNarinfo(file).catch((e: Error) => e));
+        else if (missing) narinfos.push(Object.assign(new Error(`${file} is missing`), { code: 'ENOENT' }));
+        else if (text == null) narinfos.push(new NarcacheError(`cannot be read: ${error}`));
+        else narinfos.push(parsedOrError(text, file));
+      }
     }
-    const url = narUrl(n.url);
-    if (n.storePath !== storePath || typeof url !== 'string') return 'broken';
-    return this.narState(n, url);
+    return narinfos;
   }
 
   private async narState(n: Narinfo, url: string): Promise<NarinfoState> {
@@ -309,11 +313,11 @@ export function temporaryName(target: string): string {
   return path.join(path.dirname(target), `${TEMP_PREFIX}${process.pid}-${Math.random().toString(36).slice(2)}-${path.basename(target)}`);
 }
 
-function parsedOrUndefined(text: string, file: string): Narinfo | undefined {
+function parsedOrError(text: string, file: string): Narinfo | Error {
   try {
     return parseNarinfoFile(text, file);
-  } catch {
-    return undefined;
+  } catch (e) {
+    return e as Error;
   }
 }
 
