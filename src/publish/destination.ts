@@ -54,7 +54,7 @@ export interface Destination {
   close(): void;
 }
 
-export type NarinfoState = 'present' | 'missing' | 'broken';
+export type NarinfoState = 'present' | 'broken';
 
 export interface NarinfoText {
   hashPart: string;
