@@ -479,38 +479,22 @@ mod tests {
         let nar_size = nar_bytes.len() as u64;
         for compression in READ_ONLY {
             let file = compress_as_nix(compression, &nar_bytes);
-            let err = verify(
-                write_temp(&file[..file.len() / 2]).path(),
-                compression,
-                nar_size,
-                None,
-                &mut (),
-            )
-            .unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    VerifyError::Truncated { .. } | VerifyError::Corrupt { .. }
-                ),
-                "{compression} cut in half: {err}"
-            );
             let mut longer = file.clone();
             longer.extend_from_slice(&[0x55; 64]);
-            let err = verify(
-                write_temp(&longer).path(),
-                compression,
-                nar_size,
-                None,
-                &mut (),
-            )
-            .unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    VerifyError::Corrupt { .. } | VerifyError::Truncated { .. }
-                ),
-                "{compression} with garbage after it: {err}"
-            );
+            for (bad, how) in [
+                (&file[..file.len() / 2], "cut in half"),
+                (&longer[..], "with garbage after it"),
+            ] {
+                let err = verify(write_temp(bad).path(), compression, nar_size, None, &mut ())
+                    .unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        VerifyError::Truncated { .. } | VerifyError::Corrupt { .. }
+                    ),
+                    "{compression} {how}: {err}"
+                );
+            }
         }
     }
 
