@@ -71,7 +71,7 @@ export interface Cache extends Destination {
   narinfoFiles(): Promise<string[]>;
   /** Reads and parses one; the error says what is wrong, without the file name. */
   readNarinfo(file: string): Promise<Narinfo>;
-  /** readNarinfo of many at once, each a Narinfo or its error, where the cache reads them faster so (a directory). */
+  /** readNarinfo of a batch of a few thousand at once, each a Narinfo or its error, where the cache reads them faster so (a directory). */
   readNarinfos?(files: string[]): Promise<(Narinfo | Error)[]>;
   /** The text of one, byte for byte (refused unread if too large for a narinfo). */
   readNarinfoText(file: string): Promise<string>;

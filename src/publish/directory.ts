@@ -146,22 +146,20 @@ export class DirectoryDestination implements Destination {
   }
 
   /**
-   * readNarinfo of each file, a batch of them per call into the Rust core
-   * (one over 1 MiB on its own): a Narinfo, or the error readNarinfo would
-   * have thrown (with code ENOENT if the file is missing).
+   * readNarinfo of each file, in one call into the Rust core (one over
+   * 1 MiB on its own), for a batch of a few thousand: a Narinfo, or the
+   * error readNarinfo would have thrown (with code ENOENT if the file is
+   * missing).
    */
   async readNarinfos(files: string[]): Promise<(Narinfo | Error)[]> {
+    const read = await readSmallFiles(files.map((file) => path.join(this.location, file)), LARGE_NARINFO_BYTES);
     const narinfos: (Narinfo | Error)[] = [];
-    for (let start = 0; start < files.length; start += READS_PER_CALL) {
-      const batch = files.slice(start, start + READS_PER_CALL);
-      const read = await readSmallFiles(batch.map((file) => path.join(this.location, file)), LARGE_NARINFO_BYTES);
-      for (const [i, file] of batch.entries()) {
-        const { text, tooLarge, missing, error } = read[i];
-        if (tooLarge != null) narinfos.push(await this.readNarinfo(file).catch((e: Error) => e));
-        else if (missing) narinfos.push(Object.assign(new Error(`${file} is missing`), { code: 'ENOENT' }));
-        else if (text == null) narinfos.push(new NarcacheError(`cannot be read: ${error}`));
-        else narinfos.push(parsedOrError(text, file));
-      }
+    for (const [i, file] of files.entries()) {
+      const { text, tooLarge, missing, error } = read[i];
+      if (tooLarge != null) narinfos.push(await this.readNarinfo(file).catch((e: Error) => e));
+      else if (missing) narinfos.push(Object.assign(new Error(`${file} is missing`), { code: 'ENOENT' }));
+      else if (text == null) narinfos.push(new NarcacheError(`cannot be read: ${error}`));
+      else narinfos.push(parsedOrError(text, file));
     }
     return narinfos;
   }
