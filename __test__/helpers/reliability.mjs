@@ -4,7 +4,7 @@
 // database says about each path against what the narinfos present say, plus
 // `narcache verify --json`.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -72,6 +72,11 @@ export function startCli(args, { env = nixEnv } = {}) {
  * is false if the process ended first.
  */
 export function buildAndSignal(args, dir, moment, signal, { again = false } = {}) {
+  // A build makes its narinfos durable by syncing the whole file system: its first sync would
+  // also wait for what earlier work left unwritten (a store Nix just filled), and the rest
+  // of the closure would then appear in one late batch, the moment of its n-th narinfo being
+  // the very end of the build. Written out first, the narinfos appear as the build goes.
+  execFileSync('sync');
   const child = startCli(args);
   const started = performance.now();
   let atMs;
