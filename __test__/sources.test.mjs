@@ -7,6 +7,8 @@ import test from 'ava';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 
+import lib from '../dist/index.js';
+import { PathInfoJsonParser, pathInfoFromJson } from '../dist/sources/path-info.js';
 import { hashPart, nix32Encode, readNarinfos, withoutFields } from './helpers/cache.mjs';
 import {
   CLI,
@@ -140,6 +142,59 @@ test('--from-path-info -: the object keyed by path of newer Nix, hashes base16, 
   const { r, narinfos } = await build(['--from-path-info', '-'], { input: newerPathInfo() });
   t.is(r.code, 0, r.stderr);
   sameAsReference(t, narinfos, []);
+});
+
+test('path-info JSON in pieces: each split of Nix\'s output and of mutations of it reads as one JSON.parse of it does', (t) => {
+  const whole = (text) => {
+    let doc;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      return 'refused';
+    }
+    if (Array.isArray(doc)) return doc.map((v) => pathInfoFromJson(v?.path, v, 'o'));
+    if (doc && typeof doc === 'object') return Object.entries(doc).map(([p, v]) => pathInfoFromJson(p, v, 'o'));
+    return 'refused';
+  };
+  const inPieces = (text, cuts) => {
+    const parser = new PathInfoJsonParser('o');
+    let from = 0;
+    for (const cut of [...cuts, text.length]) {
+      parser.write(text.slice(from, cut));
+      from = cut;
+    }
+    return parser.end();
+  };
+  const outcome = (read) => {
+    try {
+      return read();
+    } catch (e) {
+      t.true(e instanceof lib.NarcacheError && !e.message.includes('\n'), String(e));
+      // Which error may differ: `[{},]` is an entry without a path read in pieces, not JSON read whole.
+      return 'refused';
+    }
+  };
+  let seed = 7;
+  const rand = (n) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const texts = [PATH_INFO_TEXT, newerPathInfo(), ` ${PATH_INFO_TEXT}\n`, `${PATH_INFO_TEXT} ]`, `${newerPathInfo()}{}`];
+  texts.push('[]', '{}', ' [ ] ', '[,]', '[{}', '[{},]', '5', 'null', '"x"', '');
+  for (const base of [PATH_INFO_TEXT, newerPathInfo()]) {
+    for (let i = 0; i < 300; i++) {
+      const at = rand(base.length);
+      const junk = '[]{},"\\: x'[rand(11)];
+      texts.push(i % 3 === 0 ? base.slice(0, at) : i % 3 === 1 ? base.slice(0, at) + junk + base.slice(at) : base.slice(0, at) + base.slice(at + 1));
+    }
+  }
+  for (const text of texts) {
+    const expected = outcome(() => whole(text));
+    const cuts = [...new Set([rand(text.length + 1), rand(text.length + 1), rand(text.length + 1)])].sort((a, b) => a - b);
+    t.deepEqual(outcome(() => inPieces(text, cuts)), expected, JSON.stringify(text.slice(0, 80)));
+  }
+  // Every split point of the real output, one piece each side.
+  for (let cut = 0; cut <= PATH_INFO_TEXT.length; cut += 7) t.deepEqual(inPieces(PATH_INFO_TEXT, [cut]), whole(PATH_INFO_TEXT));
 });
 
 test('--from-registration -: on stdin', async (t) => {

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import type { Closure } from '../closure';
 import { fileError, NarcacheError } from '../errors';
 import { DEFAULT_STORE_DIR, isStorePath } from '../store-path';
-import { parsePathInfoJson } from './path-info';
+import { PathInfoJsonParser } from './path-info';
 
 const MAX_SYMLINKS = 40;
 
@@ -22,14 +22,16 @@ export async function closureFromNix(roots: string[], storeDir = DEFAULT_STORE_D
   // built; with --derivation it takes the .drv itself, but any other path
   // for its deriver: each kind is asked for apart.
   const described = await Promise.all(
-    [storePaths.filter((p) => !p.endsWith('.drv')), storePaths.filter((p) => p.endsWith('.drv'))].map((roots, drv) =>
-      roots.length
-        ? run('nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', ...(drv ? ['--derivation'] : []), ...roots])
-        : '[]',
-    ),
+    [storePaths.filter((p) => !p.endsWith('.drv')), storePaths.filter((p) => p.endsWith('.drv'))].map(async (roots, drv) => {
+      if (!roots.length) return [];
+      const parser = new PathInfoJsonParser('nix path-info --json');
+      const args = ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', ...(drv ? ['--derivation'] : []), ...roots];
+      await run('nix', args, (chunk) => parser.write(chunk));
+      return parser.end();
+    }),
   );
   // A path in both closures (a source a derivation and an output share) is taken once.
-  const paths = new Map(described.flatMap((json) => parsePathInfoJson(json, 'nix path-info --json')).map((info) => [info.path, info]));
+  const paths = new Map(described.flat().map((info) => [info.path, info]));
   return { storeDir, paths: [...paths.values()] };
 }
 
@@ -70,15 +72,25 @@ function topLevelStorePath(p: string, storeDir: string): string | undefined {
   return isStorePath(top, storeDir) ? top : undefined;
 }
 
-/** Runs a Nix command and returns its stdout; its failure becomes one line. */
-function run(command: string, args: string[]): Promise<string> {
+/**
+ * Runs a Nix command, handing its stdout to `onStdout` as it comes; its
+ * failure becomes one line.
+ */
+function run(command: string, args: string[], onStdout: (chunk: string) => void): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    // Decoded as it comes: the closure of 100,000 paths is 40 MB of JSON, not held twice more as bytes.
     child.stdout.setEncoding('utf8');
-    const out: string[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (d: string) => out.push(d));
+    let failure: unknown;
+    child.stdout.on('data', (d: string) => {
+      if (failure !== undefined) return;
+      try {
+        onStdout(d);
+      } catch (e) {
+        // Told once the command has ended, rather than leaving it writing into a closed pipe.
+        failure = e;
+      }
+    });
     child.stderr.on('data', (d: Buffer) => err.push(d));
     child.on('error', (e: NodeJS.ErrnoException) =>
       reject(
@@ -88,7 +100,7 @@ function run(command: string, args: string[]): Promise<string> {
       ),
     );
     child.on('close', (code, signal) => {
-      if (code === 0) return resolve(out.join(''));
+      if (code === 0) return failure === undefined ? resolve() : reject(failure);
       const message = Buffer.concat(err)
         .toString('utf8')
         .split('\n')

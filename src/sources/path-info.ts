@@ -20,12 +20,118 @@ export interface PathInfoJson {
  * null). NAR hashes may be SRI, base16 or nix32.
  */
 export function parsePathInfoJson(text: string, origin = 'path-info JSON'): PathInfo[] {
-  const doc = parseJson(text, origin);
-  if (Array.isArray(doc)) return doc.map((v: PathInfoJson | null) => pathInfoFromJson(v?.path, v, origin));
-  if (doc && typeof doc === 'object') {
-    return Object.entries(doc as Record<string, PathInfoJson | null>).map(([path, v]) => pathInfoFromJson(path, v, origin));
+  const parser = new PathInfoJsonParser(origin);
+  parser.write(text);
+  return parser.end();
+}
+
+const enum Char {
+  Quote = 0x22,
+  Backslash = 0x5c,
+  Comma = 0x2c,
+  OpenBracket = 0x5b,
+  CloseBracket = 0x5d,
+  OpenBrace = 0x7b,
+  CloseBrace = 0x7d,
+}
+
+function indexOr(text: string, char: string, from: number, otherwise: number): number {
+  const i = text.indexOf(char, from);
+  return i < 0 ? otherwise : i;
+}
+
+/**
+ * {@link parsePathInfoJson} on text given in pieces, as a command prints
+ * it: each path is parsed on its own as soon as it is whole, so that the
+ * whole text (40 MB for 100,000 paths) is never held, nor the generic
+ * objects JSON.parse would make of all of it at once.
+ */
+export class PathInfoJsonParser {
+  private readonly infos: PathInfo[] = [];
+  /** The top level: '[' or '{' once seen; anything else is parsed whole at the end. */
+  private shape: '[' | '{' | 'other' | undefined;
+  private depth = 0;
+  private inString = false;
+  private escaped = false;
+  private closed = false;
+  /** The current top-level member's text, in the pieces it came in. */
+  private member: string[] = [];
+
+  constructor(private readonly origin: string) {}
+
+  write(text: string): void {
+    let from = 0;
+    let backslash = -1;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (this.shape === undefined) {
+        if (c <= 0x20) continue;
+        this.shape = c === Char.OpenBracket ? '[' : c === Char.OpenBrace ? '{' : 'other';
+        if (this.shape === 'other') break;
+        this.depth = 1;
+        from = i + 1;
+        continue;
+      }
+      if (this.shape === 'other') break;
+      if (this.closed) {
+        if (c > 0x20) this.fail(`unexpected ${JSON.stringify(text[i])} after the end`);
+        continue;
+      }
+      if (this.inString) {
+        if (this.escaped) this.escaped = false;
+        else if (c === Char.Backslash) this.escaped = true;
+        else if (c === Char.Quote) this.inString = false;
+        else {
+          // Most of the text is in strings: on to the next quote or backslash.
+          if (backslash <= i) backslash = indexOr(text, '\\', i, text.length);
+          i = Math.min(indexOr(text, '"', i, text.length), backslash) - 1;
+        }
+        continue;
+      }
+      if (c === Char.Quote) this.inString = true;
+      else if (c === Char.OpenBracket || c === Char.OpenBrace) this.depth++;
+      else if (c === Char.CloseBracket || c === Char.CloseBrace) {
+        if (--this.depth === 0) {
+          this.member.push(text.slice(from, i));
+          this.endMember(true);
+          this.closed = true;
+        }
+      } else if (c === Char.Comma && this.depth === 1) {
+        this.member.push(text.slice(from, i));
+        this.endMember(false);
+        from = i + 1;
+      }
+    }
+    if (this.shape === 'other' || (this.shape && !this.closed)) this.member.push(this.shape === 'other' ? text : text.slice(from));
   }
-  throw new NarcacheError(`${origin}: expected an array or an object of path infos`);
+
+  end(): PathInfo[] {
+    if (this.shape === 'other') {
+      parseJson(this.member.join(''), this.origin);
+      throw new NarcacheError(`${this.origin}: expected an array or an object of path infos`);
+    }
+    if (!this.closed) this.fail('unexpected end of input');
+    return this.infos;
+  }
+
+  private endMember(last: boolean): void {
+    const text = this.member.join('').trim();
+    this.member = [];
+    // `[]`, `{}`: no member; otherwise an empty one is a stray comma.
+    if (!text && last && !this.infos.length) return;
+    if (this.shape === '[') {
+      const v = parseJson(text, this.origin) as PathInfoJson | null;
+      this.infos.push(pathInfoFromJson(v?.path, v, this.origin));
+    } else {
+      const entries = Object.entries(parseJson(`{${text}}`, this.origin) as Record<string, PathInfoJson | null>);
+      if (entries.length !== 1) this.fail('expected one path per member');
+      this.infos.push(pathInfoFromJson(entries[0][0], entries[0][1], this.origin));
+    }
+  }
+
+  private fail(message: string): never {
+    throw new NarcacheError(`${this.origin}: not JSON (${message})`);
+  }
 }
 
 /** Parses JSON text; a syntax error becomes one line naming `origin`. */
