@@ -23,3 +23,14 @@ export interface Closure {
   storeDir: string;
   paths: PathInfo[];
 }
+
+/**
+ * Makes each reference the same string as the path it names, where the
+ * closure holds that path: a closure is kept for a whole build, and parsed
+ * references are strings of their own (100,000 paths have some 370,000,
+ * about 23 MB as copies).
+ */
+export function shareReferenceStrings(paths: PathInfo[]): void {
+  const byPath = new Map(paths.map((info) => [info.path, info.path]));
+  for (const info of paths) info.references = info.references.map((r) => byPath.get(r) ?? r);
+}

@@ -1,5 +1,5 @@
 import * as fs from 'node:fs/promises';
-import type { Closure, PathInfo } from '../closure';
+import { shareReferenceStrings, type Closure, type PathInfo } from '../closure';
 import { fileError, NarcacheError } from '../errors';
 import { checkStorePath } from '../store-path';
 import { parseAttrsJson } from './attrs';
@@ -41,6 +41,12 @@ const PARSERS = { attrs: parseAttrsJson, registration: parseRegistration, 'path-
  * without `args`, all of it is taken.
  */
 export async function loadClosure(source: ClosureSource, args: string[], options: LoadOptions): Promise<Closure> {
+  const closure = await closureFrom(source, args, options);
+  shareReferenceStrings(closure.paths);
+  return closure;
+}
+
+async function closureFrom(source: ClosureSource, args: string[], options: LoadOptions): Promise<Closure> {
   const { storeDir, storeRoot = storeDir } = options;
   const roots = () => resolveRoots(args, storeDir, storeRoot);
   switch (source.kind) {
