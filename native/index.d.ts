@@ -242,8 +242,11 @@ export interface StoreDbPath {
   deriver?: string
   ca?: string
   sigs: Array<string>
-  /** Full store paths, sorted. */
-  references: Array<string>
+  /**
+   * Indexes of the referenced paths in the array resolved, sorted (so
+   * sorted by path): one string per path however many refer to it.
+   */
+  references: Array<number>
 }
 
 /**

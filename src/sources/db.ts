@@ -23,7 +23,7 @@ export async function closureFromDb(db: string, roots: string[], storeDir: strin
       path: row.path,
       narHash: narHashFrom(row.narHash, row.path, file),
       narSize: row.narSize,
-      references: row.references,
+      references: row.references.map((i) => rows[i].path),
       ...(row.deriver ? { deriver: row.deriver } : {}),
       ...(row.ca ? { ca: row.ca } : {}),
       sigs: row.sigs,

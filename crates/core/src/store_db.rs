@@ -17,7 +17,8 @@
 //! and times are compared before and after, and the read is repeated if
 //! they changed.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -45,8 +46,10 @@ pub struct DbPathInfo {
     pub deriver: Option<String>,
     pub ca: Option<String>,
     pub sigs: Vec<String>,
-    /// Full store paths, sorted.
-    pub references: Vec<String>,
+    /// Indexes of the referenced paths in the closure read (which is
+    /// sorted by path, so these are too): one copy of each path however
+    /// many refer to it.
+    pub references: Vec<usize>,
 }
 
 #[derive(Debug, Error)]
@@ -100,74 +103,130 @@ fn read_once(db: &Path, roots: &[String]) -> Result<Vec<DbPathInfo>, StoreDbErro
         });
     }
     // Old databases (before Nix 2.4) have no ca column.
+    let ca = if have.iter().any(|c| c == "ca") {
+        "ca"
+    } else {
+        "NULL"
+    };
+    let columns = format!("id, path, hash, narSize, deriver, sigs, {ca} FROM ValidPaths");
     let mut by_path = conn
-        .prepare(&format!(
-            "SELECT id, hash, narSize, deriver, sigs, {} FROM ValidPaths WHERE path = ?1",
-            if have.iter().any(|c| c == "ca") {
-                "ca"
-            } else {
-                "NULL"
-            }
-        ))
+        .prepare(&format!("SELECT {columns} WHERE path = ?1"))
+        .map_err(sqlite)?;
+    let mut by_id = conn
+        .prepare(&format!("SELECT {columns} WHERE id = ?1"))
         .map_err(sqlite)?;
     let mut refs = conn
-        .prepare("SELECT p.path FROM Refs r JOIN ValidPaths p ON p.id = r.reference WHERE r.referrer = ?1")
+        .prepare("SELECT reference FROM Refs WHERE referrer = ?1")
         .map_err(sqlite)?;
 
-    let mut seen: BTreeSet<String> = roots.iter().cloned().collect();
-    let mut queue: VecDeque<String> = seen.iter().cloned().collect();
-    let mut infos = Vec::new();
-    while let Some(path) = queue.pop_front() {
+    // Breadth first by row id; references stay ids until every path is known.
+    let mut index_of: HashMap<i64, usize> = HashMap::new();
+    let mut rows: Vec<Row> = Vec::new();
+    for root in roots {
         let row = by_path
-            .query_row([&path], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ))
-            })
+            .query_row([root], Row::read)
             .optional()
-            .map_err(sqlite)?;
-        let Some((id, nar_hash, nar_size, deriver, sigs, ca)) = row else {
-            return Err(StoreDbError::NotValid {
+            .map_err(sqlite)?
+            .ok_or_else(|| StoreDbError::NotValid {
                 db: db.to_owned(),
-                path,
-            });
-        };
-        let nar_size = nar_size
+                path: root.clone(),
+            })?;
+        if let Entry::Vacant(e) = index_of.entry(row.id) {
+            e.insert(rows.len());
+            rows.push(row);
+        }
+    }
+    let mut next = 0;
+    while next < rows.len() {
+        let ids = refs
+            .query_map([rows[next].id], |r| r.get::<_, i64>(0))
+            .and_then(|ids| ids.collect::<Result<Vec<_>, _>>())
+            .map_err(sqlite)?;
+        for &id in &ids {
+            if let Entry::Vacant(e) = index_of.entry(id) {
+                let row = by_id
+                    .query_row([id], Row::read)
+                    .optional()
+                    .map_err(sqlite)?
+                    .ok_or_else(|| StoreDbError::NotNixDb {
+                        db: db.to_owned(),
+                        reason: format!(
+                            "{} refers to row {id}, which is not there",
+                            rows[next].path
+                        ),
+                    })?;
+                e.insert(rows.len());
+                rows.push(row);
+            }
+        }
+        rows[next].references = ids;
+        next += 1;
+    }
+
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_unstable_by(|&a, &b| rows[a].path.cmp(&rows[b].path));
+    // Where each row lands once sorted by path.
+    let mut rank = vec![0; rows.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r;
+    }
+    let mut infos: Vec<Option<DbPathInfo>> = Vec::new();
+    infos.resize_with(rows.len(), || None);
+    for (i, row) in rows.into_iter().enumerate() {
+        let nar_size = row
+            .nar_size
             .and_then(|s| u64::try_from(s).ok())
             .ok_or_else(|| StoreDbError::NotNixDb {
                 db: db.to_owned(),
-                reason: format!("{path} has no NAR size"),
+                reason: format!("{} has no NAR size", row.path),
             })?;
-        let mut references = refs
-            .query_map([id], |r| r.get::<_, String>(0))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(sqlite)?;
-        references.sort();
-        for r in &references {
-            if seen.insert(r.clone()) {
-                queue.push_back(r.clone());
-            }
-        }
+        // Sorted by index is sorted by path.
+        let mut references: Vec<usize> =
+            row.references.iter().map(|id| rank[index_of[id]]).collect();
+        references.sort_unstable();
         let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
-        infos.push(DbPathInfo {
-            path,
-            nar_hash,
+        infos[rank[i]] = Some(DbPathInfo {
+            path: row.path,
+            nar_hash: row.nar_hash,
             nar_size,
-            deriver: non_empty(deriver),
-            ca: non_empty(ca),
-            sigs: sigs
+            deriver: non_empty(row.deriver),
+            ca: non_empty(row.ca),
+            sigs: row
+                .sigs
                 .map(|s| s.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
             references,
         });
     }
-    infos.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(infos)
+    Ok(infos.into_iter().flatten().collect())
+}
+
+/// A ValidPaths row, as read.
+struct Row {
+    id: i64,
+    path: String,
+    nar_hash: String,
+    nar_size: Option<i64>,
+    deriver: Option<String>,
+    sigs: Option<String>,
+    ca: Option<String>,
+    /// Row ids.
+    references: Vec<i64>,
+}
+
+impl Row {
+    fn read(r: &rusqlite::Row) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            path: r.get(1)?,
+            nar_hash: r.get(2)?,
+            nar_size: r.get(3)?,
+            deriver: r.get(4)?,
+            sigs: r.get(5)?,
+            ca: r.get(6)?,
+            references: Vec::new(),
+        })
+    }
 }
 
 fn open(db: &Path) -> rusqlite::Result<Connection> {
@@ -437,7 +496,7 @@ mod tests {
             paths,
             ["/nix/store/a-top", "/nix/store/b-mid", "/nix/store/c-leaf"]
         );
-        assert_eq!(got[0].references, ["/nix/store/a-top", "/nix/store/b-mid"]);
+        assert_eq!(got[0].references, [0, 1]);
         assert_eq!(got[1].deriver.as_deref(), Some("/nix/store/d-mid.drv"));
         assert_eq!(got[1].sigs, ["k-1:AAAA", "k-2:BBBB"]);
         assert_eq!(

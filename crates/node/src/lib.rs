@@ -628,8 +628,9 @@ pub struct StoreDbPath {
     pub deriver: Option<String>,
     pub ca: Option<String>,
     pub sigs: Vec<String>,
-    /// Full store paths, sorted.
-    pub references: Vec<String>,
+    /// Indexes of the referenced paths in the array resolved, sorted (so
+    /// sorted by path): one string per path however many refer to it.
+    pub references: Vec<u32>,
 }
 
 /// The closure of `roots` (full store paths) as Nix's SQLite database `db`
@@ -649,7 +650,8 @@ pub fn read_store_db<'env>(env: &'env Env, db: String, roots: Vec<String>) -> Re
                 deriver: p.deriver,
                 ca: p.ca,
                 sigs: p.sigs,
-                references: p.references,
+                // A closure has fewer than 2^32 paths: it is held in memory.
+                references: p.references.into_iter().map(|i| i as u32).collect(),
             })
             .collect::<Vec<_>>())
     })
