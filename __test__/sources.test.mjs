@@ -4,6 +4,8 @@
 // (closureInfo's not even a Deriver), a scan none of the three. The inputs are made by real
 // Nix: a derivation's own .attrs.json, nix-store --dump-db, nix path-info --json.
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 
@@ -19,6 +21,7 @@ import {
   closure,
   makeTempDir,
   nixBuild,
+  nixEnv,
   run,
   runOk,
 } from './helpers/nix.mjs';
@@ -31,7 +34,7 @@ const CLOSURE = await closure(ROOTS);
 
 // The reference: the Nix-CLI source.
 const referenceDir = makeTempDir('narcache-sources-ref-');
-await cliBuild(ROOTS, referenceDir);
+await cliBuild(ROOTS, referenceDir, { args: ['--from-nix'] });
 const REFERENCE = await readNarinfos(referenceDir);
 
 const inputs = makeTempDir('narcache-sources-in-');
@@ -86,9 +89,9 @@ function newerPathInfo() {
 test.after.always(cleanupTempDirs);
 
 /** Runs `narcache build ARGS -o <fresh dir>`; returns the run and the narinfos written. */
-async function build(args, { input } = {}) {
+async function build(args, { input, env } = {}) {
   const dir = makeTempDir('narcache-sources-');
-  const r = await run(process.execPath, [CLI, 'build', ...args, '-o', dir, '--json'], { input });
+  const r = await run(process.execPath, [CLI, 'build', ...args, '-o', dir, '--json'], { input, env });
   return { r, dir, narinfos: await readNarinfos(dir) };
 }
 
@@ -129,6 +132,49 @@ const SOURCES = [
   ['--db …/db.sqlite', ['--db', '/nix/var/nix/db/db.sqlite', ...ROOTS], []],
   ['--scan', ['--scan', ...ROOTS], ['Deriver', 'CA', 'Sig']],
 ];
+
+/**
+ * A `nix` first on PATH that logs its arguments to `log`, then runs the real one; or, with
+ * `missing`, no nix at all.
+ */
+function nixOnPath({ log, missing } = {}) {
+  const bin = makeTempDir('narcache-sources-bin-');
+  if (!missing) {
+    const real = execFileSync('sh', ['-c', 'command -v nix'], { encoding: 'utf8' }).trim();
+    fs.writeFileSync(path.join(bin, 'nix'), `#!/bin/sh\necho "$*" >> ${log}\nexec ${real} "$@"\n`, { mode: 0o755 });
+  }
+  return { ...nixEnv, PATH: missing ? bin : `${bin}:${process.env.PATH}` };
+}
+
+test('the default source reads the local database itself: no nix command run, the narinfos of the Nix-CLI source', async (t) => {
+  const log = path.join(makeTempDir('narcache-sources-log-'), 'nix.log');
+  const logged = await build(ROOTS, { env: nixOnPath({ log }) });
+  t.is(logged.r.code, 0, logged.r.stderr);
+  t.false(fs.existsSync(log), 'nix was run');
+  sameAsReference(t, logged.narinfos, []);
+  // Not even installed.
+  const without = await build(ROOTS, { env: nixOnPath({ missing: true }) });
+  t.is(without.r.code, 0, without.r.stderr);
+  sameAsReference(t, without.narinfos, []);
+});
+
+test('the default source asks nix where another store is configured, and with --from-nix', async (t) => {
+  for (const [what, args, env] of [
+    ['a store setting', ROOTS, { NIX_CONFIG: `${nixEnv.NIX_CONFIG}\nstore = local\n` }],
+    ['NIX_REMOTE', ROOTS, { NIX_REMOTE: 'local?root=/' }],
+    ['--from-nix', ['--from-nix', ...ROOTS], {}],
+  ]) {
+    const log = path.join(makeTempDir('narcache-sources-log-'), 'nix.log');
+    const { r, narinfos } = await build(args, { env: { ...nixOnPath({ log }), ...env } });
+    t.is(r.code, 0, `${what}: ${r.stderr}`);
+    t.regex(fs.readFileSync(log, 'utf8'), /path-info --json --recursive/, what);
+    sameAsReference(t, narinfos, []);
+  }
+  // Where the database cannot answer (a path it lacks), Nix's words are told.
+  const invalid = `/nix/store/${'0'.repeat(32)}-not-there`;
+  const { r } = await build([invalid], { env: nixOnPath({ log: '/dev/null' }) });
+  checkOneLineError(t, r, /nix failed: path '.*-not-there' is not valid/);
+});
 
 for (const [name, args, dropped] of SOURCES) {
   test(`${name}: the narinfos of the Nix-CLI source${dropped.length ? `, without ${dropped.join(', ')}` : ''}`, async (t) => {

@@ -56,7 +56,7 @@ export interface BuildOptions extends WriteOptions {
   dest: string;
   /** The logical store directory written into narinfos (default `/nix/store`). */
   storeDir?: string;
-  /** Where the closure's metadata comes from (default: the Nix command line). */
+  /** Where the closure's metadata comes from (default: the local store's database, or the Nix command line). */
   source?: ClosureSource;
 }
 
@@ -136,7 +136,7 @@ export async function buildCache(options: BuildOptions): Promise<BuildSummary> {
   const dest = destinationAt(options.dest);
   try {
     const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
-    const closure = await loadClosure(options.source ?? { kind: 'nix' }, options.paths, { ...options, storeDir });
+    const closure = await loadClosure(options.source ?? { kind: 'local' }, options.paths, { ...options, storeDir });
     return await writeCache(closure, dest, options);
   } finally {
     dest.close();

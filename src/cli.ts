@@ -48,6 +48,7 @@ interface BuildFlags {
   fromRegistration?: string;
   fromPathInfo?: string;
   db?: string;
+  fromNix?: boolean;
   scan?: boolean;
   storeDir: string;
   storeRoot?: string;
@@ -57,7 +58,7 @@ interface BuildFlags {
   wantMassQuery?: boolean;
 }
 
-const SOURCE_OPTIONS = ['fromAttrs', 'fromRegistration', 'fromPathInfo', 'db', 'scan'];
+const SOURCE_OPTIONS = ['fromAttrs', 'fromRegistration', 'fromPathInfo', 'db', 'fromNix', 'scan'];
 
 /** An option that says where the closure comes from; at most one may be given. */
 function sourceOption(flags: string, description: string): Option {
@@ -65,15 +66,16 @@ function sourceOption(flags: string, description: string): Option {
   return option.conflicts(SOURCE_OPTIONS.filter((name) => name !== option.attributeName()));
 }
 
-type SourceFlags = Pick<BuildFlags, 'fromAttrs' | 'fromRegistration' | 'fromPathInfo' | 'db' | 'scan'>;
+type SourceFlags = Pick<BuildFlags, 'fromAttrs' | 'fromRegistration' | 'fromPathInfo' | 'db' | 'fromNix' | 'scan'>;
 
 function sourceOf(opts: SourceFlags): ClosureSource {
   if (opts.fromAttrs !== undefined) return { kind: 'attrs', file: opts.fromAttrs };
   if (opts.fromRegistration !== undefined) return { kind: 'registration', file: opts.fromRegistration };
   if (opts.fromPathInfo !== undefined) return { kind: 'path-info', file: opts.fromPathInfo };
   if (opts.db !== undefined) return { kind: 'db', db: opts.db };
+  if (opts.fromNix) return { kind: 'nix' };
   if (opts.scan) return { kind: 'scan' };
-  return { kind: 'nix' };
+  return { kind: 'local' };
 }
 
 function storeDirectory(value: string): string {
@@ -181,6 +183,13 @@ program
       '--db <path>',
       "the closure from Nix's SQLite database (db.sqlite, or its directory such as /nix/var/nix/db), without Nix: " +
         'read-only, no lock, nothing written beside it, rows still in its write-ahead log included',
+    ),
+  )
+  .addOption(
+    sourceOption(
+      '--from-nix',
+      'the closure from nix path-info, even where the local store\'s database could be read directly ' +
+        '(by default it is, when it is /nix/var/nix/db/db.sqlite, readable, and no other store is configured)',
     ),
   )
   .addOption(
@@ -341,7 +350,7 @@ program
         summary = await pruneCache(cache, {
           keep: opts.keep,
           keepFrom: opts.keepFrom,
-          source: sourceOf(opts).kind === 'nix' ? undefined : sourceOf(opts),
+          source: sourceOf(opts).kind === 'local' ? undefined : sourceOf(opts),
           ignoreMissing: opts.ignoreMissing,
           graceSeconds: opts.grace,
           dryRun: opts.dryRun,

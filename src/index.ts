@@ -56,7 +56,7 @@ export { closureFromDb } from './sources/db';
 export { loadClosure } from './sources/load';
 export type { ClosureSource, LoadOptions } from './sources/load';
 export { closureFromNix, resolveToStorePath } from './sources/nix';
-export { parsePathInfoJson } from './sources/path-info';
+export { parsePathInfoJson, PathInfoJsonParser } from './sources/path-info';
 export { parseRegistration } from './sources/registration';
 export { closureFromScan } from './sources/scan';
 export { DEFAULT_STORE_DIR, hashPart } from './store-path';

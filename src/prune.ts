@@ -253,7 +253,7 @@ async function rootsToKeep(options: PruneOptions, storeDir: string): Promise<str
   const roots = new Set(resolveRoots(named, storeDir));
   if (options.source) {
     const { kind } = options.source;
-    if (kind === 'nix' || kind === 'scan') throw new NarcacheError(`prune takes its closure from the cache, not from ${kind}`);
+    if (kind === 'local' || kind === 'nix' || kind === 'scan') throw new NarcacheError(`prune takes its closure from the cache, not from ${kind}`);
     const closure = await loadClosure(options.source, [...roots], { storeDir });
     for (const info of closure.paths) roots.add(info.path);
   }

