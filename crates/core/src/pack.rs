@@ -21,6 +21,7 @@ use crate::nix32;
 /// on without a copy into the buffer; only the small pieces of NAR framing
 /// are gathered.
 const WRITE_BUFFER: usize = nar::COPY_BUFFER;
+const MIN_WRITE_BUFFER: usize = 8 * 1024;
 /// How much of a NAR file is written between two requests to the kernel
 /// to start writing it to the disk.
 const WRITEBACK_STEP: u64 = 8 << 20;
@@ -99,7 +100,7 @@ pub fn pack(source: &Path, nar_dir: &Path, options: &PackOptions) -> Result<Pack
         path: temp.path.clone(),
         source,
     };
-    let sink = BufWriter::with_capacity(WRITE_BUFFER, WritingBack::new(&temp.file));
+    let sink = BufWriter::with_capacity(write_buffer(options), WritingBack::new(&temp.file));
     let (sink, packed) = pack_into(source, sink, options).map_err(|e| match e {
         PackError::Output(source) => write_error(source),
         other => other,
@@ -107,6 +108,16 @@ pub fn pack(source: &Path, nar_dir: &Path, options: &PackOptions) -> Result<Pack
     sink.into_inner().map_err(|e| write_error(e.into_error()))?;
     temp.persist(&nar_dir.join(&packed.file_name))?;
     Ok(packed)
+}
+
+/// A write buffer for the NAR of `options.expected`, which its compressed
+/// file hardly exceeds: as large as that, within WRITE_BUFFER. Small paths
+/// are most paths, and a full buffer each cost page faults to fill and an
+/// madvise of its pages once freed.
+fn write_buffer(options: &PackOptions) -> usize {
+    options.expected.map_or(WRITE_BUFFER, |e| {
+        usize::try_from(e.size).map_or(WRITE_BUFFER, |n| n.clamp(MIN_WRITE_BUFFER, WRITE_BUFFER))
+    })
 }
 
 /// The pipeline of [`pack`] into any writer: NAR → SHA-256 → compressor →
@@ -137,7 +148,7 @@ pub fn pack_into<W: Write>(
                 .map_err(PackError::Output)?;
             // Each call into a multi-threaded encoder takes its locks: the
             // NAR's many small tokens go in gathered, file contents as they come.
-            let gathered = BufWriter::with_capacity(WRITE_BUFFER, encoder);
+            let gathered = BufWriter::with_capacity(write_buffer(options), encoder);
             let (gathered, nar, index) =
                 write_nar(source, gathered, nar_counter.into_iter().collect(), options)?;
             let encoder = gathered

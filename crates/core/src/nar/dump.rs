@@ -51,7 +51,7 @@ pub fn dump_visited<W: Write>(
 ) -> Result<(), NarError> {
     let mut dumper = Dumper {
         out,
-        buf: vec![0; COPY_BUFFER],
+        buf: Vec::new(),
         visitor,
         root_len: path.as_os_str().len(),
         offset: 0,
@@ -63,6 +63,9 @@ pub fn dump_visited<W: Write>(
 
 struct Dumper<'a, W, V> {
     out: &'a mut W,
+    /// Grown to the largest file read so far, up to COPY_BUFFER: most store
+    /// paths are small, and a full buffer per path cost page faults and,
+    /// freed, an madvise of its pages.
     buf: Vec<u8>,
     visitor: &'a mut V,
     /// Length of the root's path, whose children's paths extend it.
@@ -121,6 +124,11 @@ impl<W: Write, V: Visit> Dumper<'_, W, V> {
             offset: self.offset,
         };
         self.visit(path, kind);
+        // At least one byte: a file that grew since its size was read must show it.
+        let wanted = usize::try_from(expected).map_or(COPY_BUFFER, |n| n.clamp(1, COPY_BUFFER));
+        if self.buf.len() < wanted {
+            self.buf.resize(wanted, 0);
+        }
         let mut copied = 0u64;
         loop {
             let n = match file.read(&mut self.buf) {
