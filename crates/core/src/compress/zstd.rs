@@ -18,7 +18,7 @@
 //! a new context (see the tests).
 
 use std::io::{self, Write};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective;
 use zstd::zstd_safe::{self, CCtx, CParameter, InBuffer, OutBuffer, ResetDirective};
@@ -41,6 +41,13 @@ struct Parts {
     held: Vec<u8>,
     /// Compressed bytes on their way to the inner writer.
     out: Vec<u8>,
+}
+
+/// The CPU count, asked once: on Linux each asking reads cgroup files,
+/// which per store path showed in profiles.
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 pub struct Encoder<W: Write> {
@@ -96,9 +103,8 @@ impl<W: Write> Encoder<W> {
             self.compress_held()?;
         }
         let Self { parts, inner, .. } = self;
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let mut idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < cores {
+        if idle.len() < cores() {
             idle.push(parts);
         }
         Ok(inner)
@@ -248,9 +254,8 @@ mod tests {
         // stream, by a short input and by an abandoned stream (which frees
         // its context) all give the same bytes as a context made for this
         // stream alone.
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         assert_eq!(compress(&text, 2), fresh, "2 workers");
-        for _ in 0..cores + 1 {
+        for _ in 0..cores() + 1 {
             assert_eq!(compress(&text, 1), fresh, "reused context");
             for len in [168, 5000] {
                 assert_eq!(
@@ -262,7 +267,7 @@ mod tests {
             let mut abandoned = Encoder::new(3, 2, JOB, Vec::new()).unwrap();
             abandoned.write_all(&text[..1_500_000]).unwrap();
         }
-        assert!(IDLE.lock().unwrap().len() <= cores);
+        assert!(IDLE.lock().unwrap().len() <= cores());
         assert_eq!(zstd::decode_all(&fresh[..]).unwrap(), text);
     }
 
