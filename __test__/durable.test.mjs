@@ -52,16 +52,19 @@ const CASES = [
   { compression: 'none', roots: [fx.root], flags: [] },
   // Listings and debug-info links are published as the narinfos are, before them.
   { compression: 'zstd', roots: [fx.root, debugInfo], flags: ['--write-nar-listing', '--index-debug-info'] },
+  // NAR files are written unnamed (O_TMPFILE) and linked by descriptor, which takes
+  // CAP_DAC_READ_SEARCH; without it (as any other user than root), through /proc/self/fd.
+  { compression: 'zstd', roots: [fx.root], flags: [], wrap: ['setpriv', '--bounding-set=-dac_read_search'], linkedFrom: /^\/proc\/self\/fd\/\d+$/ },
 ];
 
-for (const { compression, roots, flags } of CASES) {
-  test(`${compression}${flags.length ? ` ${flags.join(' ')}` : ''}: each narinfo is renamed into place only once it, its NAR and their names are on disk`, async (t) => {
+for (const { compression, roots, flags, wrap = [], linkedFrom = /^$/ } of CASES) {
+  test(`${[...wrap, compression, ...flags].join(' ')}: each narinfo is renamed into place only once it, its NAR and their names are on disk`, async (t) => {
     const paths = await closure(roots);
     const dest = makeTempDir('narcache-durable-');
     const trace = path.join(makeTempDir('narcache-durable-trace-'), 'trace');
     const r = await run('strace', [
       '-f', '-e', 'trace=fsync,fdatasync,syncfs,rename,renameat,renameat2,link,linkat,openat,close', '-o', trace,
-      process.execPath, CLI, 'build', ...roots, '-o', dest, '--compression', compression, ...flags,
+      ...wrap, process.execPath, CLI, 'build', ...roots, '-o', dest, '--compression', compression, ...flags,
     ]);
     t.is(r.code, 0, r.stderr);
 
@@ -107,6 +110,10 @@ for (const { compression, roots, flags } of CASES) {
         (syncedBetween(nar, narRename.at, at) && syncedBetween(path.dirname(nar), narRename.at, at)) ||
         syncedBetween(narRename.from, -1, narRename.at);
       t.true(narDurable, `${hash}.narinfo renamed (call ${at}) before its NAR, renamed at ${narRename.at}, was on disk`);
+      // Written once: linked from an unnamed file. (A second write of the same bytes, for
+      // another path, finds the name taken, and renames over it what it synced first.)
+      const narWrites = renames.get(nar);
+      if (narWrites.length === 1) t.regex(narWrites[0].from, linkedFrom, `${hash}: its NAR file not linked from an unnamed file`);
       t.true(syncedBetween(temp, closedAt.get(temp), at), `${hash}.narinfo renamed before its own bytes were synced`);
       if (flags.length) {
         const listing = lastRename(path.join(dest, `${hash}.ls`), at);

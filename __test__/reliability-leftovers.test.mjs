@@ -44,12 +44,13 @@ test('SIGINT stops sign cleanly: exit 130, one line, no temporary narinfo, a re-
 });
 
 test("a dead writer's temporary files: listed by verify, removed by build and by sign; a live one's kept", async (t) => {
-  // A real one: SIGKILL while a NAR is being written. A small path's temporary NAR lives for
-  // a moment only, so a kill may find it renamed already: then again, later, in a new cache.
+  // A real one: SIGKILL while a batch of narinfos waits for its sync, under temporary names
+  // (NAR files being written are unnamed and go with the process). A kill may fall between
+  // two batches: then again, later, in a new cache.
   let dir;
   for (let n = 3; n < 3 + 8; n++) {
     dir = makeTempDir('narcache-leftovers-kill-');
-    const r = await buildAndSignal(['build', many.rootA, '-o', dir], dir, { kind: 'temp', n }, 'SIGKILL');
+    const r = await buildAndSignal(['build', many.rootA, '-o', dir], dir, { kind: 'narinfo', n }, 'SIGKILL');
     t.true(r.signalled);
     if ((await tempFiles(dir)).length) break;
   }

@@ -18,12 +18,12 @@ const STOP_WITHIN_MS = 5000;
 test.after.always(cleanupTempDirs);
 
 const cases = [
-  { signal: 'SIGINT', compression: 'zstd', kind: 'temp' },
+  { signal: 'SIGINT', compression: 'zstd', kind: 'nar' },
   { signal: 'SIGTERM', compression: 'zstd', kind: 'narinfo' },
   { signal: 'SIGINT', compression: 'xz', kind: 'narinfo' },
-  { signal: 'SIGTERM', compression: 'xz', kind: 'temp' },
+  { signal: 'SIGTERM', compression: 'xz', kind: 'nar' },
   { signal: 'SIGINT', compression: 'zstd', kind: 'opened' },
-  { signal: 'SIGTERM', compression: 'zstd', kind: 'temp', again: true },
+  { signal: 'SIGTERM', compression: 'zstd', kind: 'nar', again: true },
 ];
 
 for (const [i, c] of cases.entries()) {

@@ -63,7 +63,9 @@ export function startCli(args, { env = nixEnv } = {}) {
  * Runs the CLI with `args` (a build into `dir`) and sends it `signal` at `moment`:
  *   { kind: 'time', ms }     ms after the start
  *   { kind: 'opened' }       once dir/nix-cache-info exists (the closure is known)
- *   { kind: 'temp', n }      once the n-th temporary NAR file is seen in dir/nar
+ *   { kind: 'temp', n }      once the n-th temporary NAR file is seen in dir/nar (copy
+ *                            writes them; build writes NAR files unnamed)
+ *   { kind: 'nar', n }       once the n-th new NAR file is named in dir/nar (packing under way)
  *   { kind: 'narinfo', n }   once n narinfos are in dir (narinfos appear in batches: this
  *                            lands amid a batch's renames as often as after one)
  *   { kind: 'fewer', n }     once fewer than n narinfos are in dir (a prune removing them)
@@ -77,6 +79,14 @@ export function buildAndSignal(args, dir, moment, signal, { again = false } = {}
   // of the closure would then appear in one late batch, the moment of its n-th narinfo being
   // the very end of the build. Written out first, the narinfos appear as the build goes.
   execFileSync('sync');
+  const before = (sub) => {
+    try {
+      return fs.readdirSync(path.join(dir, sub));
+    } catch {
+      return [];
+    }
+  };
+  const startedWith = new Set(moment.kind === 'nar' ? before('nar') : []);
   const child = startCli(args);
   const started = performance.now();
   let atMs;
@@ -117,6 +127,7 @@ export function buildAndSignal(args, dir, moment, signal, { again = false } = {}
     );
   };
   if (moment.kind === 'temp') watch('nar', (n) => n.startsWith(TEMP_PREFIX));
+  if (moment.kind === 'nar') watch('nar', (n) => !n.startsWith(TEMP_PREFIX) && !startedWith.has(n));
   if (moment.kind === 'narinfo') watch('', (n) => n.endsWith('.narinfo') && !n.startsWith(TEMP_PREFIX));
   return child.done.then((r) => {
     timers.forEach((tm) => clearInterval(tm));

@@ -15,12 +15,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
-use crate::pack::TEMP_PREFIX;
+use crate::pack::temp_path;
 
 #[derive(Debug, Error)]
 #[error("{}: cannot make it durable: {source}", path.display())]
@@ -156,20 +154,14 @@ impl Drop for TempNames {
     }
 }
 
-/// `<dir>/.tmp-narcache-<pid>-<n>-<nanos>-<name>`: unique in the process,
-/// and the process that wrote it can be told from the name.
+/// `<dir>/.tmp-narcache-<pid>-<n>-<nanos>-<name>`: a temporary name that
+/// also tells which file it is for.
 fn temp_name(target: &Path) -> PathBuf {
-    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    let name = target.file_name().unwrap_or_default().to_string_lossy();
     let dir = target.parent().unwrap_or(Path::new("."));
-    dir.join(format!(
-        "{TEMP_PREFIX}{}-{seq}-{nanos}-{name}",
-        std::process::id()
-    ))
+    let mut name = temp_path(dir).into_os_string();
+    name.push("-");
+    name.push(target.file_name().unwrap_or_default());
+    name.into()
 }
 
 fn write_new(path: &Path, contents: &[u8], mode: Option<u32>) -> io::Result<()> {

@@ -301,22 +301,31 @@ fn check_expected(
     }
 }
 
-/// A file created under a unique temporary name, removed on drop unless it
-/// was persisted.
+/// A file being written, not yet under its name: on Linux an unnamed file
+/// (`O_TMPFILE`) that a link names once it is complete, elsewhere (or where
+/// the file system cannot) a file under a unique temporary name, renamed.
+/// Unnamed, a file costs the directory one entry instead of three changes
+/// (a temporary entry added, then renamed: added and removed), and one
+/// that is abandoned, even by a killed process, leaves nothing behind.
 struct TempFile {
+    /// The temporary file's path; for an unnamed file, its directory.
     path: PathBuf,
     file: File,
+    unnamed: bool,
     persisted: bool,
 }
 
 impl TempFile {
     fn create(dir: &Path) -> Result<Self, PackError> {
-        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("{TEMP_PREFIX}{}-{seq}-{nanos}", std::process::id()));
+        if let Some(file) = create_unnamed(dir) {
+            return Ok(Self {
+                path: dir.to_owned(),
+                file,
+                unnamed: true,
+                persisted: false,
+            });
+        }
+        let path = temp_path(dir);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -328,6 +337,7 @@ impl TempFile {
         Ok(Self {
             path,
             file,
+            unnamed: false,
             persisted: false,
         })
     }
@@ -339,6 +349,26 @@ impl TempFile {
     /// crash left short) may be pointed to by a published narinfo: it is
     /// replaced only by bytes that are already on disk.
     fn persist(mut self, target: &Path) -> Result<(), PackError> {
+        let write_error = |source| PackError::Write {
+            path: target.to_owned(),
+            source,
+        };
+        if self.unnamed {
+            match link_unnamed(&self.file, target) {
+                Ok(()) => {
+                    self.persisted = true;
+                    return Ok(());
+                }
+                // The name is taken: under a temporary name, then as below.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let path = temp_path(target.parent().unwrap_or(Path::new(".")));
+                    link_unnamed(&self.file, &path).map_err(write_error)?;
+                    self.path = path;
+                    self.unnamed = false;
+                }
+                Err(e) => return Err(write_error(e)),
+            }
+        }
         let result = match rename_new(&self.path, target) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self
                 .file
@@ -346,13 +376,118 @@ impl TempFile {
                 .and_then(|()| fs::rename(&self.path, target)),
             other => other,
         };
-        result.map_err(|source| PackError::Write {
-            path: target.to_owned(),
-            source,
-        })?;
+        result.map_err(write_error)?;
         self.persisted = true;
         Ok(())
     }
+}
+
+/// `<dir>/.tmp-narcache-<pid>-<n>-<nanos>`: unique in the process, and the
+/// process that wrote it can be told from the name.
+pub(crate) fn temp_path(dir: &Path) -> PathBuf {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{TEMP_PREFIX}{}-{seq}-{nanos}", std::process::id()))
+}
+
+/// An unnamed file in `dir`, where the kernel and the file system make one
+/// and this process can link it.
+#[cfg(target_os = "linux")]
+fn create_unnamed(dir: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    link_method()?;
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o666)
+        .open(dir)
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn create_unnamed(_: &Path) -> Option<File> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy)]
+enum LinkMethod {
+    /// `AT_EMPTY_PATH`, which needs CAP_DAC_READ_SEARCH.
+    Descriptor,
+    /// The descriptor's `/proc/self/fd` link, followed.
+    Proc,
+}
+
+/// How this process can link an unnamed file, if at all; found out once.
+#[cfg(target_os = "linux")]
+fn link_method() -> Option<LinkMethod> {
+    use std::sync::OnceLock;
+    static METHOD: OnceLock<Option<LinkMethod>> = OnceLock::new();
+    *METHOD.get_or_init(|| {
+        const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+        const CAP_DAC_READ_SEARCH: u32 = 2;
+        let mut header = [LINUX_CAPABILITY_VERSION_3, 0]; // 0: this process
+        let mut data = [0u32; 6]; // effective, permitted, inheritable; twice
+                                  // SAFETY: capget writes at most the two records of version 3 into `data`.
+        let got =
+            unsafe { libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()) };
+        if got == 0 && data[0] & (1 << CAP_DAC_READ_SEARCH) != 0 {
+            Some(LinkMethod::Descriptor)
+        } else if Path::new("/proc/self/fd").is_dir() {
+            Some(LinkMethod::Proc)
+        } else {
+            None
+        }
+    })
+}
+
+/// Links the unnamed `file` at `target`, which must not exist.
+#[cfg(target_os = "linux")]
+fn link_unnamed(file: &File, target: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &[u8]| CString::new(p).map_err(io::Error::other);
+    let target = c(target.as_os_str().as_bytes())?;
+    let fd = file.as_raw_fd();
+    let ret = match link_method() {
+        // SAFETY (both): the strings are NUL-terminated and outlive the call; `fd` is open.
+        Some(LinkMethod::Descriptor) => unsafe {
+            libc::linkat(
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        },
+        Some(LinkMethod::Proc) => {
+            let proc = c(format!("/proc/self/fd/{fd}").as_bytes())?;
+            unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    proc.as_ptr(),
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                )
+            }
+        }
+        None => return Err(io::ErrorKind::Unsupported.into()),
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn link_unnamed(_: &File, _: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// Renames `from` to `to` unless `to` exists (then `AlreadyExists`).
@@ -396,7 +531,8 @@ fn rename_if_absent(from: &Path, to: &Path) -> io::Result<()> {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.persisted {
+        // An unnamed file goes with its descriptor.
+        if !self.persisted && !self.unnamed {
             let _ = fs::remove_file(&self.path);
         }
     }
