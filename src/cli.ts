@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import * as fs from 'node:fs';
+import * as v8 from 'node:v8';
 import { buildCache } from './build';
 import { systemReason } from './errors';
 import type { Compression } from './pack';
@@ -22,6 +23,12 @@ import { verifyCache, type VerifyReport } from './verify';
 // Under Node < 22 the AWS SDK warns on every run that its releases of 2027 will need a newer
 // Node: advice for whoever packages narcache, noise in front of the user's output.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+// A build holds its closure for its whole length (about 40 MB for 100,000 paths) and makes
+// garbage per path that outlives a young-generation collection. V8 otherwise lets the heap
+// grow to several times what is live before a full collection: a build of 100,000 paths
+// peaked at 300 MiB RSS, 196 MB of it heap with 61 MB live. Growing by half at most: 250 MiB,
+// in the same time. The command's own process only: the library leaves V8 as its host set it.
+v8.setFlagsFromString('--heap-growing-percent=50');
 
 const { version } = require('../package.json') as { version: string };
 
