@@ -8,13 +8,14 @@ import { run, runOk } from '../__test__/helpers/nix.mjs';
 import { syntheticPaths, writeSyntheticStore } from '../__test__/helpers/synthetic-store.mjs';
 
 /**
- * The closure of `count` synthetic paths in /nix/store: { root, paths, narSize, middle },
- * `middle` a path halfway through (its closure: some of the paths before it).
+ * The closure of `count` synthetic paths in /nix/store: { root, paths, narSize, middle,
+ * storePaths }, `middle` a path halfway through (its closure: some of the paths before it).
  */
 export async function syntheticClosure(count, { env }) {
   const store = writeSyntheticStore('/nix/store', count);
   // Loaded all at once: the root is valid only if every path is.
   const valid = await run('nix-store', ['--check-validity', store.root], { env });
   if (valid.code !== 0) await runOk('nix-store', ['--load-db'], { env, input: store.registration });
-  return { root: store.root, paths: count, narSize: store.narBytes, middle: syntheticPaths(count)[Math.floor(count / 2)] };
+  const storePaths = syntheticPaths(count);
+  return { root: store.root, paths: count, narSize: store.narBytes, middle: storePaths[Math.floor(count / 2)], storePaths };
 }
