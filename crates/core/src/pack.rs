@@ -429,9 +429,11 @@ fn link_method() -> Option<LinkMethod> {
     *METHOD.get_or_init(|| {
         const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
         const CAP_DAC_READ_SEARCH: u32 = 2;
-        let mut header = [LINUX_CAPABILITY_VERSION_3, 0]; // 0: this process
-        let mut data = [0u32; 6]; // effective, permitted, inheritable; twice
-                                  // SAFETY: capget writes at most the two records of version 3 into `data`.
+        // The version, and 0 for this process.
+        let mut header = [LINUX_CAPABILITY_VERSION_3, 0];
+        // Effective, permitted and inheritable sets: two records of three words.
+        let mut data = [0u32; 6];
+        // SAFETY: capget writes at most the two records of version 3 into `data`.
         let got =
             unsafe { libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()) };
         if got == 0 && data[0] & (1 << CAP_DAC_READ_SEARCH) != 0 {
