@@ -79,14 +79,15 @@ export function buildAndSignal(args, dir, moment, signal, { again = false } = {}
   // of the closure would then appear in one late batch, the moment of its n-th narinfo being
   // the very end of the build. Written out first, the narinfos appear as the build goes.
   execFileSync('sync');
-  const before = (sub) => {
+  /** The names in dir/sub, or undefined while it does not exist. */
+  const namesIn = (sub) => {
     try {
       return fs.readdirSync(path.join(dir, sub));
     } catch {
-      return [];
+      return undefined;
     }
   };
-  const startedWith = new Set(moment.kind === 'nar' ? before('nar') : []);
+  const startedWith = new Set(moment.kind === 'nar' ? (namesIn('nar') ?? []) : []);
   const child = startCli(args);
   const started = performance.now();
   let atMs;
@@ -113,12 +114,8 @@ export function buildAndSignal(args, dir, moment, signal, { again = false } = {}
     };
     timers.push(
       setInterval(() => {
-        let names = [];
-        try {
-          names = fs.readdirSync(path.join(dir, sub));
-        } catch {
-          return;
-        }
+        const names = namesIn(sub);
+        if (!names) return;
         // Polling sees what is there; the watch also sees the files that
         // come and go between two polls (a small path's temporary NAR).
         if (!watchers.length) watchers.push(fs.watch(path.join(dir, sub), (_, name) => name && note([String(name)])));
