@@ -473,28 +473,34 @@ async function main() {
     await fsp.rename(dir, path.join(setAside, path.basename(dir)));
   };
 
-  log('preparing (untimed): path list, narinfo tails, NAR stream, warming the page cache …');
+  log('preparing (untimed): path lists, narinfo tails, NAR stream …');
   t = performance.now();
   await fsp.writeFile(files.list, closure.paths.join('\n') + '\n');
   if (runs.some((r) => r.tool === 'mkbinarycache')) await writeNarinfoTails(files.narinfoTails, closure);
-  const needsNarStream = runs.some((r) => ['limit-zstd', 'limit-xz', 'narcache-zstd-one-stream'].includes(r.id));
+  const readsNarStream = (r) => ['limit-zstd', 'limit-xz', 'narcache-zstd-one-stream'].includes(r.id);
+  const needsNarStream = runs.some(readsNarStream);
   if (needsNarStream) {
     await sh('xargs -n 1 nix-store --dump <"$1" >"$2"', files.list, files.allNar);
     const size = (await fsp.stat(files.allNar)).size;
     if (size !== closure.narSize) throw new Error(`the NAR stream has ${size} bytes, the closure's NarSize totals ${closure.narSize}`);
   }
-  // Read every file of the closures (and the NAR stream) once, and write
-  // back what is dirty, so that every run starts from the same warm state:
-  // a closure read cold made the first of three passes on 25,000 paths
-  // twice as slow, and the one run on 100,000 paths too.
-  await sh('tar -cf - --files-from "$1" 2>/dev/null | cat >/dev/null', files.list);
-  for (const synth of [many, huge].filter(Boolean)) {
-    const list = path.join(cacheDir, `paths-${synth.paths}`);
-    await fsp.writeFile(list, synth.storePaths.join('\n') + '\n');
-    await sh('tar -cf - --files-from "$1" 2>/dev/null | cat >/dev/null', list);
+  const syntheticLists = {};
+  for (const [kind, synth] of Object.entries({ many, huge })) {
+    if (!synth) continue;
+    syntheticLists[kind] = path.join(cacheDir, `paths-${synth.paths}`);
+    await fsp.writeFile(syntheticLists[kind], synth.storePaths.join('\n') + '\n');
   }
-  if (needsNarStream) await sh('cat "$1" >/dev/null', files.allNar);
-  await runOk('sync', []);
+  // Every pass starts with what it reads in the page cache, and with
+  // nothing dirty: a closure read cold made the first of three passes on
+  // 25,000 paths twice as slow. Once at the start is not enough: DAMON
+  // (here, and on other virtual machines) pages out what was not touched
+  // for a minute; the 100,000-path closure, idle for five minutes, took
+  // 20 s to read instead of 10, and its run came minutes after the start.
+  const warm = async (r) => {
+    await sh('tar -cf - --files-from "$1" 2>/dev/null | cat >/dev/null', r.closure ? syntheticLists[r.closure] : files.list);
+    if (readsNarStream(r)) await sh('cat "$1" >/dev/null', files.allNar);
+    if (r.source) await sh('tar -cf - -C "$1" . | cat >/dev/null', r.source);
+  };
   log(`prepared in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
   const results = [];
@@ -506,6 +512,7 @@ async function main() {
     // The output's name wherever it stands (nix copy has it inside its cache URL).
     const moved = (a) => (suffix && r.output && a.includes(r.output) ? a.replace(r.output, r.output + suffix) : a);
     if (r.setup) await runOk(r.setup[0], r.setup.slice(1).map(moved), { env: r.kind === 's3' ? gateway.env : env });
+    await warm(r);
     await runOk('sync', []);
     const m = await measure(r.argv.map(moved), {
       env: r.kind === 's3' ? gateway.env : env,
