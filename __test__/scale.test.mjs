@@ -7,6 +7,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 
+import narcache from '../dist/index.js';
+import build from '../dist/build.js';
 import { CLI, cleanupTempDirs, makeTempDir, run, substitute } from './helpers/nix.mjs';
 import { startGateway } from './helpers/s3.mjs';
 import { writeSyntheticStore } from './helpers/synthetic-store.mjs';
@@ -78,6 +80,45 @@ test.serial(`${COUNT} paths under ulimit -n ${OPEN_FILES}: build, re-run, verify
   const sub = await substitute(cache, big.paths[1500], { trustedPublicKey: publicKey });
   t.is(sub.copy.code, 0, sub.copy.stderr);
   t.is(sub.verify.code, 0, sub.verify.stderr);
+});
+
+test.serial(`packing waits for a destination that does not answer: at most ${build.MAX_UNPUBLISHED} narinfos wait`, async (t) => {
+  const { MAX_UNPUBLISHED } = build;
+  const closure = await narcache.loadClosure({ kind: 'registration', file: registration(big, 'registration-lib') }, [], { storeDir: '/nix/store', storeRoot });
+  let nars = 0;
+  let taken = 0;
+  let mostWaiting = 0;
+  let lastNar = Date.now();
+  let held = false;
+  const counted = (packed) => {
+    nars += packed.length;
+    mostWaiting = Math.max(mostWaiting, nars - taken);
+    lastNar = Date.now();
+    return packed;
+  };
+  // Its first batch of narinfos waits until no NAR has been written for half a second: without
+  // the bound, packing would have gone through every path by then.
+  // (DirectoryDestination's writeNar packs through writeNars.)
+  class Stalled extends narcache.DirectoryDestination {
+    async writeNars(paths) {
+      return counted(await super.writeNars(paths));
+    }
+    async writeNarinfos(narinfos) {
+      taken += narinfos.length;
+      if (!held) {
+        held = true;
+        while (Date.now() - lastNar < 500) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return super.writeNarinfos(narinfos);
+    }
+  }
+  const cache = path.join(work, 'cache-stalled');
+  const summary = await narcache.writeCache(closure, new Stalled(cache), { storeRoot, jobs: 2 });
+  t.like(summary, { paths: COUNT, written: COUNT });
+  t.is(fs.readdirSync(cache).filter((n) => n.endsWith('.narinfo')).length, COUNT);
+  // Past the bound by what was being packed when it was reached, and by the paths whose references were not yet published.
+  t.true(mostWaiting >= MAX_UNPUBLISHED, `packing stopped early, at ${mostWaiting} paths ahead`);
+  t.true(mostWaiting <= MAX_UNPUBLISHED + 512, `${mostWaiting} paths packed and not yet published`);
 });
 
 test.serial(`${S3_COUNT} paths to S3 under ulimit -n ${OPEN_FILES}: build, re-run from listings, verify, sign`, async (t) => {

@@ -103,6 +103,13 @@ const SLOTS_PER_THREAD = 2;
 // Consecutive small paths go this many to a call into the Rust core, or fewer NAR bytes
 // than SMALL_NAR, where the destination packs many at once (writeNars).
 const GROUP_PATHS = 32;
+/**
+ * Narinfos whose NAR is written that may wait to be published (about
+ * 1 KiB each): beyond, packing waits until publishing catches up, so that a
+ * disk whose syncs take seconds, or a slow bucket, cannot make them pile up
+ * by the tens of thousands.
+ */
+export const MAX_UNPUBLISHED = 2048;
 
 /**
  * The paths to pack, in order, in groups: each path of SMALL_NAR or more
@@ -245,6 +252,9 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   const packGroup = async (group: PathInfo[], slots: number) => {
     const threads = Math.max(1, Math.floor(slots / SLOTS_PER_THREAD));
     try {
+      // Only while publishing can take some: what waits for paths not yet
+      // packed must not stop their packing.
+      while (order.waitingCount >= MAX_UNPUBLISHED && order.anyReady && !stopped()) await (publishing = publishing.then(publishReady));
       const sources = group.map((info) => toPack(info, threads));
       const files =
         dest.writeNars && group.length > 1

@@ -32,6 +32,16 @@ export class PublishOrder<T> {
     }
   }
 
+  /** Written paths not yet taken. */
+  get waitingCount(): number {
+    return this.written.size;
+  }
+
+  /** Whether take() would give any path. */
+  get anyReady(): boolean {
+    return this.ready.length > 0;
+  }
+
   /** Records that the NAR of `path` is written. */
   add(path: string, value: T): void {
     this.written.set(path, value);
