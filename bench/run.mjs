@@ -591,6 +591,11 @@ async function main() {
       if (u) Object.assign(result, { underusedSeconds: u.underusedSeconds, coresBusySlices: u.slices, otherCoresBusySlices: u.othersSlices });
       if (r.tool === 'narcache') result.threads = m.threads;
     }
+    // The gateway's daemons use CPU and memory even when idle: not while later runs are timed.
+    if (r.kind === 's3' && !runs.slice(i + 1).some((later) => later.kind === 's3')) {
+      await gateway.stop();
+      gateway = undefined;
+    }
     // A failed run's output is kept for diagnosis, and a cache a later run copies until then.
     if (r.output && !options.keep && !result.error && !runs.some((later) => later.source === r.output)) await discard(r, r.output);
     failed ||= !!result.error;
