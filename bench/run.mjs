@@ -292,8 +292,7 @@ function allRuns({ cores, root, files, cacheDir, many, huge }) {
   }
   // Before prune, which removes some 40,000 files: on ext4 without a journal
   // each file created in the minutes after skips the inodes they freed (see
-  // discard), and this run creates 200,000; in a bench that ran it after
-  // prune and the buckets, its narinfo writer's CPU time nearly tripled.
+  // discard), and this run creates 200,000.
   if (huge) {
     const id = 'narcache-huge-zstd';
     add({
