@@ -42,6 +42,13 @@ export interface IndexOptions {
 }
 
 /**
+ * The inode number of each path, a symbolic link not followed; null for
+ * what cannot be looked at. As a double: only their order matters, which
+ * it keeps.
+ */
+export declare function inodeNumbers(paths: Array<string>): Promise<Array<number | null>>
+
+/**
  * Takes an advisory lock (flock) on the directory `dir`: shared, which
  * any number of processes hold at once, or exclusive. With `wait`, waits
  * until it is granted; without, resolves to null if another process holds

@@ -839,6 +839,7 @@ module.exports.CancelToken = nativeBinding.CancelToken
 module.exports.compressBytes = nativeBinding.compressBytes
 module.exports.compressionChunkSize = nativeBinding.compressionChunkSize
 module.exports.decompressBytes = nativeBinding.decompressBytes
+module.exports.inodeNumbers = nativeBinding.inodeNumbers
 module.exports.lockDirectory = nativeBinding.lockDirectory
 module.exports.narCompressionSupport = nativeBinding.narCompressionSupport
 module.exports.nix32Decode = nativeBinding.nix32Decode

@@ -167,7 +167,8 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   if (priority !== undefined && !Number.isInteger(priority)) throw new NarcacheError(`--priority must be an integer, not ${priority}`);
 
   await dest.open({ storeDir: closure.storeDir, priority, wantMassQuery: options.wantMassQuery }, storeRoot);
-  const { todo, present, broken } = await plan(closure, dest);
+  const sourceOf = (info: PathInfo) => path.join(storeRoot, path.posix.relative(closure.storeDir, info.path));
+  const { todo, present, broken } = await plan(closure, dest, sourceOf);
 
   type Waiting = { info: PathInfo; text: string; fileSize: number; companions: CompanionFile[] };
   const order = new PublishOrder<Waiting>(todo);
@@ -227,7 +228,7 @@ export async function writeCache(closure: Closure, dest: Destination, options: W
   const slotsOf = (group: PathInfo[]) =>
     group[0].narSize < SMALL_NAR ? 1 : SLOTS_PER_THREAD * threadsForPath(group[0].narSize, unpacked, jobs, chunk);
   const toPack = (info: PathInfo, threads: number) => ({
-    source: path.join(storeRoot, path.posix.relative(closure.storeDir, info.path)),
+    source: sourceOf(info),
     options: {
       compression,
       level: options.level,

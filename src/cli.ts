@@ -179,7 +179,7 @@ program
       .default('zstd'),
   )
   .option('-l, --level <n>', 'compression level: xz 0-9 (default 6), zstd 1-22 (default 3)', integer(0))
-  .option('-j, --jobs <n>', 'threads for packing (default: the CPU count): paths run one per thread (two below 1 MiB), largest first; a path larger than one thread\'s share of the work left takes several', integer(1))
+  .option('-j, --jobs <n>', 'threads for packing (default: the CPU count): paths run one per thread (two below 1 MiB), those of 4 MiB or more first, largest first, then the rest references first and in the order they lie on the disk; a path larger than one thread\'s share of the work left takes several', integer(1))
   .option('--sign-key-file <file>', 'sign each narinfo written with this secret key (repeatable)', collect)
   .option('--json', 'print a JSON summary on stdout instead of the text summary')
   .addOption(sourceOption('--from-attrs <file>', "the closure from a derivation's .attrs.json (exportReferencesGraph with __structuredAttrs), without Nix; '-' reads stdin"))

@@ -23,6 +23,7 @@ export const {
   compressBytes,
   compressionChunkSize,
   decompressBytes,
+  inodeNumbers,
   narCompressionSupport,
   lockDirectory,
   nix32Decode,

@@ -1,11 +1,12 @@
 //! Looking at many small files in one call: a cache's narinfos and the
 //! NAR files they name, tens of thousands of each when a closure is
-//! built again. Read one by one from JavaScript, each file cost several
-//! round trips through libuv's thread pool (stat, open, read, close).
+//! built again, and a closure's store paths before they are packed. Read
+//! one by one from JavaScript, each file cost several round trips through
+//! libuv's thread pool (stat, open, read, close).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// What reading one file gave.
@@ -67,6 +68,18 @@ pub fn regular_file_sizes<P: AsRef<Path>>(paths: &[P]) -> Vec<Option<u64>> {
         .collect()
 }
 
+/// The inode number of each path, a symbolic link not followed; `None` for
+/// what cannot be looked at. On ext4 and its like a file system hands out
+/// inode numbers, and places the files' blocks, roughly in the order the
+/// files were written: read in that order, a store's paths are read from a
+/// cold page cache mostly forward, not at random.
+pub fn inode_numbers<P: AsRef<Path>>(paths: &[P]) -> Vec<Option<u64>> {
+    paths
+        .iter()
+        .map(|path| fs::symlink_metadata(path).ok().map(|m| m.ino()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +114,22 @@ mod tests {
         fs::create_dir(at("dir")).unwrap();
         let sizes = regular_file_sizes(&["file", "link", "dir", "missing"].map(at));
         assert_eq!(sizes, [Some(5), None, None, None]);
+    }
+
+    #[test]
+    fn inode_numbers_of_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        fs::write(at("file"), b"").unwrap();
+        fs::create_dir(at("dir")).unwrap();
+        symlink("missing", at("dangling")).unwrap();
+        let names = ["file", "dir", "dangling", "missing"].map(at);
+        let expected: Vec<_> = names[..3]
+            .iter()
+            .map(|p| Some(fs::symlink_metadata(p).unwrap().ino()))
+            .chain([None])
+            .collect();
+        assert_eq!(inode_numbers(&names), expected);
+        assert_ne!(expected[0], expected[1]);
     }
 }

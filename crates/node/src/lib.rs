@@ -193,6 +193,19 @@ pub fn regular_file_sizes(env: &Env, paths: Vec<String>) -> Result<Object<'_>> {
     })
 }
 
+/// The inode number of each path, a symbolic link not followed; null for
+/// what cannot be looked at. As a double: only their order matters, which
+/// it keeps.
+#[napi(ts_return_type = "Promise<Array<number | null>>")]
+pub fn inode_numbers(env: &Env, paths: Vec<String>) -> Result<Object<'_>> {
+    on_worker(env, "stat", move || {
+        Ok(narcache_core::files::inode_numbers(&paths)
+            .into_iter()
+            .map(|ino| ino.map(|i| i as f64))
+            .collect::<Vec<_>>())
+    })
+}
+
 /// Directory locks held by this process, by the id `lockDirectory` gave.
 static LOCKS: LazyLock<Mutex<HashMap<u32, File>>> = LazyLock::new(Default::default);
 static NEXT_LOCK: AtomicU32 = AtomicU32::new(1);
