@@ -22,6 +22,7 @@ test('npm run bench:quick runs every comparison; narcache is deterministic', asy
     'limit-zstd', 'narcache-zstd', 'narcache-zstd-listing', 'narcache-zstd-one-stream', 'narcache-zstd-s3', 'mkbinarycache-zstd', 'nix-copy-zstd',
     'limit-xz', 'narcache-xz', 'nix-copy-xz-parallel', 'nix-copy-xz',
     'narcache-many-none', 'nix-copy-many-none', 'narcache-many-zstd', 'nix-copy-many-zstd', 'narcache-many-rerun',
+    'narcache-many-zstd-cold', 'nix-copy-many-zstd-cold',
     'narcache-many-prune', 'narcache-many-s3', 'nix-copy-many-http', 'narcache-many-s3-rerun',
   ]) {
     t.true(byId.has(id), `run ${id}`);
@@ -44,6 +45,10 @@ test('npm run bench:quick runs every comparison; narcache is deterministic', asy
     t.true(ours.paths > results.closure.paths, 'more paths than the big-path closure');
   }
   t.like(byId.get('narcache-many-rerun').summary, { written: 0, skipped: byId.get('narcache-many-zstd').paths });
+  // Cold runs read the closure's files from the disk, which hold about its NAR bytes.
+  for (const id of ['narcache-many-zstd-cold', 'nix-copy-many-zstd-cold']) {
+    t.true(byId.get(id).diskReadMiB * 2 ** 20 >= byId.get('narcache-many-zstd').summary.narBytes / 2, `${id} read ${byId.get(id).diskReadMiB} MiB from disk`);
+  }
   const paths = byId.get('narcache-many-zstd').paths;
   const pruned = byId.get('narcache-many-prune').summary;
   t.like(pruned, { narinfos: paths, removedNarinfos: paths - pruned.kept });

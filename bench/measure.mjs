@@ -1,4 +1,5 @@
-// One timed run: wall time, CPU time and peak RSS (GNU time), how busy the
+// One timed run: wall time, CPU time, peak RSS and what was read from the
+// disk (GNU time), how busy the
 // cores were over the run (sampled from /proc) and how much CPU the rest of
 // the machine took meanwhile (the cores here are shared, so that is noise).
 
@@ -10,6 +11,7 @@ const TIME = '/usr/bin/time';
 const SAMPLE_MS = 250;
 const HEARTBEAT_MS = 30_000;
 const CLOCK_TICKS = 100; // USER_HZ, what /proc reports CPU times in, on every Linux
+const BLOCK = 512; // the unit of getrusage's ru_inblock (GNU time's %I) on Linux
 
 /** Busy CPU time of the whole machine so far, in seconds, from /proc/stat. */
 function machineBusySeconds() {
@@ -122,7 +124,7 @@ export function measure(argv, { env, cwd, logFile, stdoutFile, captureStdout = f
   const stdout = stdoutFile ? fs.openSync(stdoutFile, 'w') : log;
   const busyBefore = machineBusySeconds();
   const started = performance.now();
-  const child = spawn(TIME, ['-f', '%e %U %S %M', '-o', timeFile, ...argv], {
+  const child = spawn(TIME, ['-f', '%e %U %S %M %I', '-o', timeFile, ...argv], {
     env,
     cwd,
     stdio: ['ignore', captureStdout ? 'pipe' : stdout, log],
@@ -145,7 +147,7 @@ export function measure(argv, { env, cwd, logFile, stdoutFile, captureStdout = f
       if (stdout !== log) fs.closeSync(stdout);
       // GNU time's last line is ours; a line before it may say the command failed.
       const timeLine = (await fsp.readFile(timeFile, 'utf8').catch(() => '')).trim().split('\n').pop() ?? '';
-      const [, user, sys, maxKiB] = timeLine.split(' ').map(Number);
+      const [, user, sys, maxKiB, inBlocks] = timeLine.split(' ').map(Number);
       const cpuSeconds = user + sys;
       resolve({
         code,
@@ -153,6 +155,8 @@ export function measure(argv, { env, cwd, logFile, stdoutFile, captureStdout = f
         wallSeconds,
         cpuSeconds,
         peakRssMiB: maxKiB / 1024,
+        // Reads the page cache did not serve: every pass starts with its input read (see warm in run.mjs).
+        diskReadMiB: (inBlocks * BLOCK) / 2 ** 20,
         otherCpuSeconds: Math.max(0, busyAfter - busyBefore - cpuSeconds),
         samples: sampler.samples,
         threads,

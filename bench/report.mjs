@@ -31,10 +31,10 @@ function table(header, rows) {
  * The table of runs: one row each, with narcache's wall time divided by the
  * row's (same compression). idle-core s: time with half a core or more idle
  * on the whole machine (sampled runs only). passes: how many passes the wall
- * and CPU times are the median of.
+ * and CPU times are the median of (peak RSS and disk reads: the highest).
  */
 export function formatRuns(runs) {
-  const header = ['run', 'compr.', 'passes', 'wall s', 'MB/s', 'CPU s', 'cores busy', 'idle-core s', 'other CPU s', 'peak RSS MiB', 'output bytes', 'narcache ÷ this', 'jobs 1 = jobs 2'];
+  const header = ['run', 'compr.', 'passes', 'wall s', 'MB/s', 'CPU s', 'cores busy', 'idle-core s', 'other CPU s', 'peak RSS MiB', 'disk read MiB', 'output bytes', 'narcache ÷ this', 'jobs 1 = jobs 2'];
   const rows = runs.map((r) => (r.error ? { ...r, mbPerSecond: null, cpuSeconds: null, coresBusy: null, underusedSeconds: null } : r)).map((r) => [
     r.id,
     r.compression,
@@ -46,6 +46,7 @@ export function formatRuns(runs) {
     fixed(r.underusedSeconds, 1),
     fixed(r.otherCpuSeconds, 1),
     fixed(r.peakRssMiB, 0),
+    fixed(r.diskReadMiB, 0),
     r.outputBytes ?? '-',
     fixed(r.narcacheRatio, 3),
     r.identical === undefined ? '' : r.identical === null ? 'not run' : r.identical ? 'yes' : 'NO',

@@ -73,7 +73,8 @@ nix-copy, mkbinarycache, limit), determinism (narcache's extra
 zstd with --write-nar-listing), many (the many-paths closure: narcache and
 nix copy, none and zstd, and narcache's re-run with every path present; then
 zstd into buckets of the local gateway: narcache, nix copy over HTTP PUT, and
-narcache's re-run),
+narcache's re-run), cold (narcache and nix copy of the many-paths closure, zstd,
+each pass after the page cache is dropped: needs root; also in many),
 prune (narcache prune of the many-paths cache to the closure of one path
 in the middle, also in many), huge (narcache on the largest closure), copy (narcache-xz's cache copied to
 another directory by narcache copy and by nix copy; the cache is built
@@ -127,9 +128,9 @@ function parseOptions() {
 
 class UsageError extends Error {}
 
-const passFigures = (m) => ({ wallSeconds: m.wallSeconds, cpuSeconds: m.cpuSeconds, peakRssMiB: m.peakRssMiB });
+const passFigures = (m) => ({ wallSeconds: m.wallSeconds, cpuSeconds: m.cpuSeconds, peakRssMiB: m.peakRssMiB, diskReadMiB: m.diskReadMiB });
 
-/** A run's figures from its passes: median wall and CPU time, the highest peak RSS. */
+/** A run's figures from its passes: median wall and CPU time, the highest peak RSS and disk reads. */
 function medianOf(passes) {
   const median = (xs) => {
     const sorted = [...xs].sort((a, b) => a - b);
@@ -138,7 +139,8 @@ function medianOf(passes) {
   };
   const wallSeconds = median(passes.map((p) => p.wallSeconds));
   const cpuSeconds = median(passes.map((p) => p.cpuSeconds));
-  return { wallSeconds, cpuSeconds, coresBusy: cpuSeconds / wallSeconds, peakRssMiB: Math.max(...passes.map((p) => p.peakRssMiB)) };
+  const most = (key) => Math.max(...passes.map((p) => p[key]));
+  return { wallSeconds, cpuSeconds, coresBusy: cpuSeconds / wallSeconds, peakRssMiB: most('peakRssMiB'), diskReadMiB: most('diskReadMiB') };
 }
 
 /**
@@ -286,6 +288,12 @@ function allRuns({ cores, root, files, cacheDir, many, huge }) {
       add({ ...on, id: `narcache-many-${c}`, tool: 'narcache', jobs: cores, captureStdout: true, argv: build(`narcache-many-${c}`, c) });
       add({ ...on, id: `nix-copy-many-${c}`, tool: 'nix-copy', argv: ['nix', 'copy', '--to', `file://${path.join(cacheDir, `nix-copy-many-${c}`)}?compression=${c}`, many.root] });
     }
+    // From a cold page cache, as after a reboot or for a closure larger than the memory: each
+    // pass starts with the page cache dropped (untimed; root only), which shows what order
+    // the paths are read in costs.
+    const cold = { compression: 'zstd', closure: 'many', variant: 'cold', limitGroup: 'many-zstd-cold', kind: 'cache', cold: true, sampled: true, groups: ['many', 'cold'] };
+    add({ ...cold, id: 'narcache-many-zstd-cold', tool: 'narcache', jobs: cores, captureStdout: true, argv: build('narcache-many-zstd-cold', 'zstd') });
+    add({ ...cold, id: 'nix-copy-many-zstd-cold', tool: 'nix-copy', argv: ['nix', 'copy', '--to', `file://${path.join(cacheDir, 'nix-copy-many-zstd-cold')}?compression=zstd`, many.root] });
     // Into a cache that holds every path already (made, untimed, by the same command).
     const id = 'narcache-many-rerun';
     add({ id, tool: 'narcache', compression: 'zstd', closure: 'many', jobs: cores, kind: 'cache', captureStdout: true, groups: ['many'], setup: build(id, 'zstd'), argv: build(id, 'zstd') });
@@ -510,6 +518,15 @@ async function main() {
     if (readsNarStream(r)) await sh('cat "$1" >/dev/null', files.allNar);
     if (r.source) await sh('tar -cf - -C "$1" . | cat >/dev/null', r.source);
   };
+  // Written dirty pages first: only clean ones can be dropped.
+  const dropPageCache = async () => {
+    await runOk('sync', []);
+    try {
+      await fsp.writeFile('/proc/sys/vm/drop_caches', '3');
+    } catch (e) {
+      throw new UsageError(`the cold runs drop the page cache, which needs root (${e.code}): run as root, or --skip cold`);
+    }
+  };
   log(`prepared in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
   const results = [];
@@ -521,8 +538,11 @@ async function main() {
     // The output's name wherever it stands (nix copy has it inside its cache URL).
     const moved = (a) => (suffix && r.output && a.includes(r.output) ? a.replace(r.output, r.output + suffix) : a);
     if (r.setup) await runOk(r.setup[0], r.setup.slice(1).map(moved), { env: r.kind === 's3' ? gateway.env : env });
-    await warm(r);
-    await runOk('sync', []);
+    if (r.cold) await dropPageCache();
+    else {
+      await warm(r);
+      await runOk('sync', []);
+    }
     const m = await measure(r.argv.map(moved), {
       env: r.kind === 's3' ? gateway.env : env,
       cwd: REPO,
@@ -565,6 +585,7 @@ async function main() {
       coresBusy: m.cpuSeconds / m.wallSeconds,
       otherCpuSeconds: m.otherCpuSeconds,
       peakRssMiB: m.peakRssMiB,
+      diskReadMiB: m.diskReadMiB,
       outputBytes: null,
       passes: [passFigures(m)],
     };
@@ -614,6 +635,7 @@ async function main() {
         ? `    FAILED: ${result.error}`
         : `    ${result.wallSeconds.toFixed(2)} s, ${result.mbPerSecond.toFixed(1)} MB/s, ` +
             `${result.coresBusy.toFixed(2)} cores busy, peak RSS ${result.peakRssMiB.toFixed(0)} MiB, ` +
+            `read from disk ${result.diskReadMiB.toFixed(0)} MiB, ` +
             `output ${result.outputBytes ?? '-'} bytes, other processes ${result.otherCpuSeconds.toFixed(1)} CPU s` +
             (result.coresBusySlices
               ? `\n    cores busy over time, this run: ${sparkline(result.coresBusySlices, cores)}` +
@@ -638,7 +660,7 @@ async function main() {
                 failed = true;
               }
               res.passes.push(passFigures(again));
-              log(`    pass ${k} of ${run.id}: ${again.wallSeconds.toFixed(2)} s, ${again.cpuSeconds.toFixed(1)} CPU s`);
+              log(`    pass ${k} of ${run.id}: ${again.wallSeconds.toFixed(2)} s, ${again.cpuSeconds.toFixed(1)} CPU s, read from disk ${again.diskReadMiB.toFixed(0)} MiB`);
             }
           }
           for (const [, res] of members) {
@@ -656,7 +678,7 @@ async function main() {
   // Ratios: narcache's wall time over each run's with the same compression.
   const byId = new Map(results.map((r) => [r.id, r]));
   for (const r of results) {
-    const ours = byId.get(r.closure ? `narcache-${r.closure}-${r.compression}` : `narcache-${r.compression}`);
+    const ours = byId.get(['narcache', r.closure, r.compression, r.variant].filter(Boolean).join('-'));
     if (r !== ours && ours && !ours.error && !r.error) r.narcacheRatio = ours.wallSeconds / r.wallSeconds;
   }
 
@@ -714,6 +736,7 @@ async function main() {
     target('xz cache copied: narcache copy ÷ nix copy between two file:// caches (issue 21)', 'narcache-xz-copy', 'nix-copy-xz-copy', 0.1),
     target('many paths, zstd: narcache ÷ nix copy', 'narcache-many-zstd', 'nix-copy-many-zstd', 0.5),
     target('many paths, none: narcache ÷ nix copy', 'narcache-many-none', 'nix-copy-many-none', 0.5),
+    target('many paths, zstd, cold page cache: narcache ÷ nix copy', 'narcache-many-zstd-cold', 'nix-copy-many-zstd-cold', 1, true),
     target(`${HUGE_OPEN_FILES} open files, ${options.hugePaths} paths: narcache ÷ narcache on ${options.manyPaths} paths (zstd)`, 'narcache-huge-zstd', 'narcache-many-zstd', 4.5),
     absolute('many paths: narcache re-run, everything present, wall s', 'narcache-many-rerun', (r) => r.wallSeconds, 2),
     target('many paths into a bucket: narcache ÷ nix copy over HTTP', 'narcache-many-s3', 'nix-copy-many-http', 0.5),
