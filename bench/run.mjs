@@ -43,6 +43,13 @@ const BUCKET_URL = '<bucket-url>';
 const BUCKET_HTTP = '<bucket-http>';
 // Outputs of closures of this many paths or more are removed only at the end (see discard).
 const SET_ASIDE_PATHS = 5000;
+// ext4 without a journal does not reuse an inode freed in the last minute, or the last six
+// while its inode table block is unwritten (RECENTCY_MIN and RECENTCY_DIRTY in the kernel's
+// fs/ext4/ialloc.c): every file created meanwhile walks past those inodes. A session started
+// right after another had removed its 800,000 files took 2-3 times as long for its first
+// many-path runs, so a session waits for the last one's removal to settle.
+const REMOVAL_SETTLES_MS = 6 * 60 * 1000;
+const REMOVED_AT = 'caches-removed-at';
 
 const HELP = `usage: npm run bench [-- options]   (bench:quick = --quick)
 
@@ -425,6 +432,12 @@ async function main() {
   // URL held (narinfo disk cache) and must not skip a path it wrote before.
   const cacheDir = path.join(options.out, 'caches', stamp);
   await fsp.mkdir(logDir, { recursive: true });
+  const removedAt = Number(await fsp.readFile(path.join(options.out, REMOVED_AT), 'utf8').catch(() => 0));
+  const settling = removedAt + REMOVAL_SETTLES_MS - Date.now();
+  if (settling > 0) {
+    log(`waiting ${(settling / 1000).toFixed(0)} s: the last session removed its caches at ${new Date(removedAt).toISOString()}, and new files skip the inodes they freed until then`);
+    await new Promise((resolve) => setTimeout(resolve, settling));
+  }
   await fsp.mkdir(cacheDir, { recursive: true });
   const env = nixEnv;
 
@@ -784,7 +797,10 @@ async function main() {
     svgChart(results, `narcache bench (${mode}): ${closure.paths.length} paths, NAR ${formatBytes(closure.narSize)}, ${cores} cores — wall seconds`),
   );
   log(`\nwrote ${path.join(options.out, 'results.json')} and results.svg`);
-  if (!options.keep && !failed) await rmrf(cacheDir);
+  if (!options.keep && !failed) {
+    await rmrf(cacheDir);
+    await fsp.writeFile(path.join(options.out, REMOVED_AT), `${Date.now()}\n`);
+  }
   else log(`kept ${path.relative(REPO, cacheDir)}`);
   return failed ? 1 : 0;
 }
