@@ -155,7 +155,7 @@ export function measure(argv, { env, cwd, logFile, stdoutFile, captureStdout = f
         wallSeconds,
         cpuSeconds,
         peakRssMiB: maxKiB / 1024,
-        // Reads the page cache did not serve: every pass starts with its input read (see warm in run.mjs).
+        // Reads the page cache did not serve: a pass reads its input first (warm in run.mjs) but the cold rows'.
         diskReadMiB: (inBlocks * BLOCK) / 2 ** 20,
         otherCpuSeconds: Math.max(0, busyAfter - busyBefore - cpuSeconds),
         samples: sampler.samples,
