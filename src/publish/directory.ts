@@ -276,7 +276,7 @@ export interface WriteFileOptions {
   mode?: number;
   /** Replace a file already at a target (default); if false, fail instead. */
   overwrite?: boolean;
-  /** Files written before, made durable with these (see makeDurable). */
+  /** Files written before (NARs), made durable with these (see makeDurable), then let out of the page cache. */
   alsoSync?: string[];
 }
 
