@@ -372,7 +372,10 @@ fn read_brotli<R: Read>(
         return Ok(n);
     }
     // Read again, it fails if input is left in its buffer; then the rest.
-    d.read(buf)?;
+    let again = d.read(buf)?;
+    if again > 0 {
+        return Ok(again);
+    }
     if let Some(d) = decoder.take() {
         if d.into_inner().read(&mut [0])? > 0 {
             return Err(io::Error::new(
