@@ -98,9 +98,11 @@ pub enum PublishError {
 /// whatever is there, or with `overwrite` false hard-linked, which fails if
 /// the name is taken (or, for a file to keep existing, leaves it). Readers see each file
 /// whole or not at all, and never before it and `also_sync` are on disk.
-/// Then the files of `also_sync` (the bulk: NARs) leave the page cache (see
-/// [`drop_cached_pages`]); the small ones stay, as what a re-run or a
-/// substituter reads first.
+/// Once on disk, the files of `also_sync` (the bulk: NARs) leave the page
+/// cache (see [`drop_cached_pages`]); the small ones stay, as what a re-run
+/// or a substituter reads first. That comes between the sync and the
+/// names: the names stay the last step, so that a narinfo appearing means
+/// its batch is done.
 /// One descriptor is open at a time however many files there are; on
 /// failure no temporary file is left (the files already named stay).
 pub fn publish_files(
@@ -122,6 +124,9 @@ pub fn publish_files(
         temps.0.push(temp);
     }
     sync_files(&[also_sync, &temps.0].concat())?;
+    for path in also_sync {
+        drop_cached_pages(path);
+    }
     for (file, temp) in files.iter().zip(temps.0.iter_mut()) {
         let named = if overwrite && !file.keep_existing {
             // Renamed: no temporary name is left to remove.
@@ -141,9 +146,6 @@ pub fn publish_files(
                 source,
             },
         })?;
-    }
-    for path in also_sync {
-        drop_cached_pages(path);
     }
     Ok(())
 }

@@ -265,10 +265,10 @@ pub struct NewFile {
 
 /// Writes each file under a temporary name beside its target (`mode`
 /// exactly, or 0644 less the umask), makes them and the files at
-/// `alsoSync` durable as one batch, then names them in order: renamed over
-/// what is there, or with `overwrite` false (or `keepExisting`) linked,
-/// failing if the name is taken (leaving it, for `keepExisting`), and lets
-/// the files at `alsoSync` leave the page cache. One file is open at a time.
+/// `alsoSync` durable as one batch, lets the files at `alsoSync` leave the
+/// page cache, then names them in order: renamed over what is there, or
+/// with `overwrite` false (or `keepExisting`) linked, failing if the name
+/// is taken (leaving it, for `keepExisting`). One file is open at a time.
 #[napi(ts_return_type = "Promise<void>")]
 pub fn publish_files(
     env: &Env,
